@@ -117,6 +117,9 @@ def load_model(
 ) -> LoadedModel:
     """Load ``name``: a preset (``smollm2-135m``, ``gpt-neo-125m``, ...), a local folder, a
     ``.gguf`` file or a Hugging Face hub id (needs network once, then the HF cache)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars are enough
     source = PRESETS.get(name, name)
     path = Path(source).expanduser()
     if source == "embedded":

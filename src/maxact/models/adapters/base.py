@@ -172,3 +172,24 @@ def split_heads_take(start: int, width: int) -> Callable[[torch.Tensor], torch.T
         return raw[..., start : start + width]
 
     return take
+
+
+def resolve_units(adapter: Adapter, specs) -> list:
+    """Expand and validate unit specs (``L2.resid_pre:345``, ``L2.resid_pre:*``) for this model."""
+    from maxact.units import parse_unit_spec
+
+    units = []
+    for spec in specs:
+        ref, index = parse_unit_spec(spec)
+        adapter.check_site(ref)
+        if index is None:
+            units.extend(ref.unit(i) for i in range(adapter.width(ref)))
+        else:
+            adapter.check_index(ref, index)
+            units.append(ref.unit(index))
+    seen, unique = set(), []
+    for u in units:
+        if u not in seen:
+            seen.add(u)
+            unique.append(u)
+    return unique

@@ -1,0 +1,95 @@
+"""The command line: each command parses options and makes one call into the library.
+
+User errors (MaxactError) become one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from maxact.errors import MaxactError
+
+MODEL_HELP = "preset (smollm2-135m, gpt-neo-125m, gpt2, pythia-70m), local folder, .gguf file or hub id"
+CORPUS_HELP = "named corpus (looking-glass, wonderland) or a UTF-8 text file"
+
+
+class Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MaxactError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="maxact")
+def main():
+    """maxact: which real text drives each unit of a transformer LM hardest."""
+
+
+def _load(model: str, device: str, trust_remote_code: bool = False):
+    from maxact.models.loading import load_model
+
+    click.echo(f"loading {model} ...", err=True)
+    return load_model(model, device=device, trust_remote_code=trust_remote_code)
+
+
+@main.command()
+@click.option("--model", "-m", default="smollm2-135m", show_default=True, help=MODEL_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@click.option("--trust-remote-code", is_flag=True, help="allow model code from the hub (off by default)")
+def units(model, as_json, trust_remote_code):
+    """List the sites of MODEL: blocks, width, HF module path and TransformerLens hook."""
+    from maxact.inventory import site_inventory
+
+    lm = _load(model, "cpu", trust_remote_code)
+    rows = site_inventory(lm.adapter)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{lm.adapter.family} model: {lm.adapter.n_layers} blocks, d_model {lm.adapter.d_model}, "
+               f"d_mlp {lm.adapter.d_mlp}, {lm.adapter.n_heads} heads x {lm.adapter.d_head}")
+    click.echo(f"{'site':<11} {'blocks':<8} {'width':>6}  {'HF module (reads)':<42} TransformerLens hook")
+    for r in rows:
+        click.echo(f"{r['site']:<11} {r['blocks']:<8} {r['width']:>6}  {r['hf_module'] + ' (' + r['reads'] + ')':<42} {r['tl_hook']}")
+    click.echo("unit ids: L{block}.{site}:{index}, e.g. L2.resid_pre:345; ln_final:{index}; L2.resid_pre:* = whole site")
+
+
+@main.command()
+@click.option("--model", "-m", default="smollm2-135m", show_default=True, help=MODEL_HELP)
+@click.option("--corpus", "-c", default="looking-glass", show_default=True, help=CORPUS_HELP)
+@click.option("--layer", type=int, help="hidden_states index, as in the original experiment (with --dim)")
+@click.option("--dim", type=int, help="dimension of hidden_states[layer] (with --layer)")
+@click.option("--unit", "-u", "unit_specs", multiple=True, help="unit id such as L2.resid_pre:345, or a whole site L2.resid_pre:*; repeatable")
+@click.option("--batch", default=32, show_default=True, help="windows per batch")
+@click.option("--seq", default=256, show_default=True, help="tokens per window")
+@click.option("--samples", default=1000, show_default=True, help="number of batches")
+@click.option("--seed", type=int, default=None, help="random seed (default: fresh, recorded in --json)")
+@click.option("--skip-pos0", is_flag=True, help="exclude window position 0 from the argmax")
+@click.option("--strip-gutenberg", is_flag=True, help="drop the Project Gutenberg header/footer first")
+@click.option("--atlas", "atlas_dir", type=click.Path(path_type=Path), help="answer from an atlas instead of forward passes")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="write batches and tallies as JSON")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="write a bar chart of winners (PNG)")
+@click.option("--top", default=20, show_default=True, help="rows of each tally to print")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--trust-remote-code", is_flag=True)
+def sample(model, corpus, layer, dim, unit_specs, batch, seq, samples, seed, skip_pos0, strip_gutenberg,
+           atlas_dir, json_path, plot_path, top, device, trust_remote_code):
+    """The reference experiment: argmax of each unit over random batches of windows, tallied."""
+    from maxact.commands.sample_cmd import run_sample_command
+
+    run_sample_command(
+        model=model, corpus=corpus, layer=layer, dim=dim, unit_specs=list(unit_specs), batch=batch,
+        seq=seq, samples=samples, seed=seed, skip_pos0=skip_pos0, strip_gutenberg=strip_gutenberg,
+        atlas_dir=atlas_dir, json_path=json_path, plot_path=plot_path, top=top, device=device,
+        trust_remote_code=trust_remote_code, echo=click.echo,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

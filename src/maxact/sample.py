@@ -1,0 +1,155 @@
+"""The reference experiment, exactly (docs/METHOD.md): random windows, batch argmax, a tally.
+
+For each of ``samples`` batches: draw ``batch`` starts uniformly with replacement from
+``[0, n_tokens - seq)``, take ``X = tokens[start[:, None] + arange(seq)]``, run the model (no mask),
+and for every requested unit take the argmax of its (batch, seq) activations, flattened row-major
+(first maximum wins ties, as torch and numpy do). Every requested unit is answered from the same
+forward passes; the forward stops after the deepest requested block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from maxact.capture import stream
+from maxact.corpus import require_tokens
+from maxact.models.loading import LoadedModel
+from maxact.tally import Tally, tally_winners
+from maxact.units import SiteRef, UnitId
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How a sample was made; saved beside every result."""
+
+    model: str
+    corpus: str
+    batch: int = 32
+    seq: int = 256
+    samples: int = 1000
+    seed: int | None = None  # None: a fresh seed is drawn and recorded in the result
+    skip_pos0: bool = False  # exclude window position 0 from the argmax
+    n_tokens: int = 0
+    strip_gutenberg: bool = False
+    source: str = "exact"  # "exact": forward passes; "atlas": simulated from an atlas
+
+
+@dataclass
+class UnitSample:
+    """One unit's winners over all batches: arrays of shape (samples,)."""
+
+    unit: UnitId
+    rows: np.ndarray  # (samples,) int64, row of the batch
+    cols: np.ndarray  # (samples,) int64, position in the window
+    token_ids: np.ndarray  # (samples,) int64
+    values: np.ndarray  # (samples,) float32; NaN where no top position was covered (atlas only)
+    tally: Tally = field(init=False)
+
+    def __post_init__(self):
+        self.tally = tally_winners(self.token_ids, self.cols, self.values)
+
+
+@dataclass
+class SampleResult:
+    config: SampleConfig
+    starts: np.ndarray  # (samples, batch) int64, shared by all units
+    units: list[UnitSample]
+
+    def unit(self, unit: UnitId | str) -> UnitSample:
+        for u in self.units:
+            if str(u.unit) == str(unit):
+                return u
+        raise KeyError(str(unit))
+
+    def to_json(self, token_text) -> list[dict]:
+        """One JSON object per unit, in the documented --json shape."""
+        out = []
+        cfg = asdict(self.config)
+        for u in self.units:
+            batches = [
+                {
+                    "starts": self.starts[b].tolist(),
+                    "winner": None
+                    if np.isnan(u.values[b])
+                    else {
+                        "row": int(u.rows[b]),
+                        "col": int(u.cols[b]),
+                        "token_id": int(u.token_ids[b]),
+                        "value": float(u.values[b]),
+                    },
+                }
+                for b in range(len(self.starts))
+            ]
+            out.append(
+                {
+                    "unit": str(u.unit),
+                    "config": cfg,
+                    "batches": batches,
+                    "tally": u.tally.to_records(token_text),
+                    "distinct": u.tally.distinct,
+                    "pos0_wins": u.tally.pos0_wins,
+                }
+            )
+        return out
+
+
+def draw_starts(rng: np.random.Generator, n_tokens: int, seq: int, batch: int) -> np.ndarray:
+    """(batch,) starts uniform with replacement on [0, n_tokens - seq)."""
+    return rng.integers(0, n_tokens - seq, size=batch, dtype=np.int64)
+
+
+def resolve_seed(seed: int | None) -> int:
+    return int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+
+
+def sample_exact(
+    lm: LoadedModel,
+    tokens: np.ndarray,  # (n_tokens,) int32 corpus
+    units: Sequence[UnitId],
+    config: SampleConfig,
+    progress: bool = True,
+) -> SampleResult:
+    """Run the reference procedure for ``units`` (validated beforehand) from shared forward passes."""
+    require_tokens(len(tokens), config.seq, config.corpus)
+    seed = resolve_seed(config.seed)
+    config = SampleConfig(**{**asdict(config), "seed": seed, "n_tokens": int(len(tokens))})
+    rng = np.random.default_rng(seed)
+    refs = sorted({u.site_ref for u in units}, key=str)
+    index_of = {ref: torch.tensor([u.index for u in units if u.site_ref == ref]) for ref in refs}
+    order = {ref: [u for u in units if u.site_ref == ref] for ref in refs}
+    n, B, T = config.samples, config.batch, config.seq
+    starts = np.empty((n, B), dtype=np.int64)
+    flat_win = {ref: np.empty((n, len(order[ref])), dtype=np.int64) for ref in refs}
+    win_val = {ref: np.empty((n, len(order[ref])), dtype=np.float32) for ref in refs}
+    tokens_t = torch.from_numpy(tokens.astype(np.int64))
+    offsets = torch.arange(T)
+    col0 = 1 if config.skip_pos0 else 0
+
+    for b in tqdm(range(n), desc="batches", unit="batch", disable=not progress):
+        starts[b] = draw_starts(rng, len(tokens), T, B)
+        X = tokens_t[torch.from_numpy(starts[b])[:, None] + offsets].to(lm.device)  # (B, T)
+
+        def take(ref: SiteRef, acts: torch.Tensor, b=b) -> None:  # acts: (B, T, width)
+            a = acts[:, col0:, index_of[ref].to(acts.device)].float()  # (B, T', U)
+            flat = a.reshape(-1, a.shape[-1])  # (B*T', U), row-major
+            best = flat.argmax(dim=0)  # (U,) first maximum
+            r, c = best // a.shape[1], best % a.shape[1] + col0
+            flat_win[ref][b] = (r * T + c).cpu().numpy()
+            win_val[ref][b] = flat.gather(0, best[None]).squeeze(0).cpu().numpy()
+
+        stream(lm.adapter, X, refs, take)
+
+    results = []
+    for ref in refs:
+        for j, unit in enumerate(order[ref]):
+            fw = flat_win[ref][:, j]
+            rows, cols = fw // T, fw % T
+            tok = tokens[starts[np.arange(n), rows] + cols].astype(np.int64)
+            results.append(UnitSample(unit, rows, cols, tok, win_val[ref][:, j]))
+    by_name = {str(u.unit): u for u in results}
+    return SampleResult(config, starts, [by_name[str(u)] for u in units])
