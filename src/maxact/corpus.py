@@ -72,12 +72,14 @@ class Corpus:
     path: the absolute path of the file read.
     text: the decoded text (raw, or with the Gutenberg header stripped if asked).
     sha256: hex sha256 of the file's raw bytes (before decoding or stripping).
+    stripped: whether the Project Gutenberg header was stripped from `text`.
     """
 
     name: str
     path: str
     text: str = field(repr=False)  # a whole book: keep it out of repr()
     sha256: str
+    stripped: bool = False
 
 
 def _not_a_corpus(value: str) -> MaxactError:
@@ -203,7 +205,7 @@ def load_corpus(name_or_path: str | os.PathLike[str], strip_gutenberg: bool = Fa
         after = " after stripping the Project Gutenberg header" if strip_gutenberg else ""
         raise MaxactError(f"corpus file {path} has no text{after}")
     name = value if value in NAMED_CORPORA and not Path(value).exists() else path.stem
-    return Corpus(name=name, path=str(path), text=text, sha256=digest)
+    return Corpus(name=name, path=str(path), text=text, sha256=digest, stripped=strip_gutenberg)
 
 
 def strip_gutenberg_text(text: str, *, source: str = "the text") -> str:

@@ -1,0 +1,42 @@
+"""Shared test setup: offline hub, isolated cache, shared corpora, fixed seeds."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# ../shared/corpora beside the project (see ../shared/corpora/README.md); never copied in here.
+SHARED_CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
+
+# huggingface_hub reads these when first imported, so set them before any test module imports it.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(request, monkeypatch, tmp_path_factory):
+    """Offline hub, a fresh MAXACT_CACHE (except for integration tests), MAXACT_DATA, seeds."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    # Integration tests keep the user's cache, so the dequantized model is reused between runs.
+    if request.node.get_closest_marker("integration") is None:
+        monkeypatch.setenv("MAXACT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    if "MAXACT_DATA" not in os.environ and SHARED_CORPORA.is_dir():
+        monkeypatch.setenv("MAXACT_DATA", str(SHARED_CORPORA))
+    random.seed(0)
+    np.random.seed(0)
+    if "torch" in sys.modules:  # seed torch only where a test module imported it (import is slow)
+        sys.modules["torch"].manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def shared_corpora() -> Path:
+    """The shared corpora folder; skips the test when it is absent."""
+    if not SHARED_CORPORA.is_dir():
+        pytest.skip(f"shared corpora not found at {SHARED_CORPORA}")
+    return SHARED_CORPORA
