@@ -11,12 +11,16 @@ from maxact.errors import MaxactError
 from maxact.report import tally_summary, tally_table
 
 
-def unit_specs_from(layer, dim, unit_specs, n_layers) -> list[str]:
+def unit_specs_from(layer, dim, unit_specs, n_layers, width: int | None = None) -> list[str]:
+    """Unit specs for --layer/--dim and --unit; width: d_model, for the range in messages."""
     from maxact.units import layer_dim_unit
 
     specs = list(unit_specs)
     if (layer is None) != (dim is None):
         raise MaxactError("--layer and --dim go together (hidden_states[layer][..., dim]); give both, or use --unit")
+    if dim is not None and dim < 0:  # else it would read as the unit id "L2.resid_pre:-1"
+        valid = f"0..{width - 1}" if width else "0 and up"
+        raise MaxactError(f"--dim {dim} is out of range: valid dimensions are {valid}")
     if layer is not None:
         specs.insert(0, str(layer_dim_unit(layer, dim, n_layers)))
     if not specs:
@@ -72,7 +76,7 @@ def run_sample_command(*, model, corpus, layer, dim, unit_specs, batch, seq, sam
         corpus_obj = load_corpus(corpus, strip_gutenberg=strip_gutenberg)  # fail fast, before the model
         echo(f"loading {model} ...", err=True)
         lm = load_model(model, device=device, trust_remote_code=trust_remote_code)
-        specs = unit_specs_from(layer, dim, unit_specs, lm.adapter.n_layers)
+        specs = unit_specs_from(layer, dim, unit_specs, lm.adapter.n_layers, lm.adapter.d_model)
         result = api.sample(lm, corpus_obj, specs, batch=batch, seq=seq, samples=samples, seed=seed,
                             skip_pos0=skip_pos0)
         token_text = lm.token_text

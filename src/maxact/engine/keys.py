@@ -1,6 +1,6 @@
 """Exact, total order on (value, position) packed into one int64.
 
-A float32 is mapped to an int32 whose signed order is the float order (-0.0 just below +0.0); the
+A float32 is mapped to an int32 whose signed order is the float order (-0.0 counts as +0.0); the
 high 32 bits hold that, the low 32 bits hold ``POS_LIMIT - 1 - position``, so between equal values
 the earlier position ranks higher. ``topk`` on these keys is therefore deterministic and exact,
 with no tie left to chance: streaming, sharded and brute-force runs give the same lists.
@@ -33,7 +33,7 @@ def pack(values: torch.Tensor, positions: torch.Tensor, largest: bool) -> torch.
 
     values: (..., ) float32; positions: broadcastable int64 -> (...) int64.
     """
-    bits = order_bits(values.float())
+    bits = order_bits(values.float() + 0.0)  # + 0.0 turns -0.0 into +0.0: zeros tie
     if not largest:
         bits = ~bits  # reverses the signed order exactly (no overflow)
     return (bits.to(torch.int64) << 32) | (_LOW - positions)

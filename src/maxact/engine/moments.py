@@ -2,8 +2,8 @@
 
 Each batch's central moments are computed in float32 around the batch mean, then folded into
 float64 running totals, so huge activations (attention sinks reach ~1e3) lose no precision to
-cancellation. Histogram bins are the same for every unit and every run (sign-symmetric, 8 per
-decade from 1e-3 to 1e3, plus the two tails), so histograms add exactly across shards.
+cancellation. Histogram bins are the same for every unit and every run (see ``bin_of``), so histograms add
+exactly across shards.
 """
 
 from __future__ import annotations
@@ -11,9 +11,35 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-_POS = 10.0 ** (np.arange(-24, 25) / 8.0)  # 1e-3 .. 1e3
-HIST_EDGES = np.concatenate([-_POS[::-1], [0.0], _POS]).astype(np.float32)  # (99,)
-N_BINS = len(HIST_EDGES) + 1  # bin i holds edges[i-1] <= x < edges[i]
+# Histogram bins come straight from the float32 bits: sign, exponent and one mantissa bit give
+# two bins per octave ([2**e, 1.5 * 2**e) and [1.5 * 2**e, 2**(e+1))), |x| from 2**-10 to 2**12, plus an underflow bin (|x| < 2**-10) and an overflow
+# bin per sign, and a bin for exact zeros per sign. No search, a few integer passes.
+_MAG_BINS = 47  # 0: zero; 1: (0, 2**-10); 2..45: half-octaves; 46: >= 2**12 (saturating)
+HIST_STRIDE = 4  # the histogram counts every 4th token of each batch (a fixed subsample)
+N_BINS = 2 * _MAG_BINS  # bins 0..46 negative (most negative first), 47..93 positive
+_CODE_OFFSET = 232  # code = 2 * biased exponent + top mantissa bit; 2**-10 has code 234
+
+
+def bin_bounds() -> np.ndarray:
+    """(N_BINS, 2) float64 [low, high) of each bin; exact-zero bins are [0, 0]."""
+    mag = np.zeros((_MAG_BINS, 2))
+    mag[1] = (0.0, 2.0**-10)
+    starts = [2.0 ** (-10 + j // 2) * (1.5 if j % 2 else 1.0) for j in range(_MAG_BINS - 1)]
+    for m in range(2, _MAG_BINS - 1):  # the top mantissa bit splits [2**e, 1.5 * 2**e, 2**(e+1))
+        mag[m] = (starts[m - 2], starts[m - 1])
+    mag[_MAG_BINS - 1] = (2.0**12, np.inf)
+    neg = -mag[::-1, ::-1]
+    return np.concatenate([neg, mag])
+
+
+def bin_of(x: torch.Tensor) -> torch.Tensor:
+    """(N, U) float32 -> (N, U) int64 histogram bin (see N_BINS)."""
+    b = x.view(torch.int32)
+    code = (b & 0x7FFFFFFF) >> 22
+    mag = (code - _CODE_OFFSET).clamp_(1, _MAG_BINS - 1)
+    mag.masked_fill_(code == 0, 0)
+    sign = b >> 31  # 0 or -1
+    return (_MAG_BINS + mag + sign * (2 * mag + 1)).long()
 
 
 class StreamingMoments:
@@ -22,8 +48,19 @@ class StreamingMoments:
         self.count = 0
         self.mean, self.m2, self.m3, self.m4 = z(), z(), z(), z()
         self.n_pos = torch.zeros(n_units, dtype=torch.int64, device=device)
-        self.hist = torch.zeros(n_units, N_BINS, dtype=torch.int64, device=device)  # (U, NB)
-        self._edges = torch.tensor(HIST_EDGES, device=device)
+        self.hist_t = torch.zeros(N_BINS, n_units, dtype=torch.int64, device=device)  # (NB, U)
+        self._ones_cache: torch.Tensor | None = None
+
+    def _ones(self, n: int, u: int) -> torch.Tensor:
+        if self._ones_cache is None or self._ones_cache.shape[0] < n:
+            self._ones_cache = torch.ones(n, u, dtype=torch.int64, device=self.hist_t.device)
+        return self._ones_cache[:n]
+
+    @property
+    def hist(self) -> torch.Tensor:
+        """(U, N_BINS) int64 counts."""
+        return self.hist_t.T
+
 
     def update(self, x: torch.Tensor) -> None:
         """x: (N, U) float32, every token of the batch."""
@@ -32,14 +69,13 @@ class StreamingMoments:
         d = x - mean_b  # (N, U)
         d2 = d * d
         m2 = d2.sum(0)
-        m3 = torch.linalg.vecdot(d2, d, dim=0)
-        m4 = torch.linalg.vecdot(d2, d2, dim=0)
+        m3 = (d2 * d).sum(0)
+        m4 = d2.mul_(d2).sum(0)
         del d, d2
         self._fold(n, mean_b.double(), m2.double(), m3.double(), m4.double())
-        self.n_pos += (x > 0).sum(0)
-        idx = torch.bucketize(x, self._edges, right=True)  # (N, U) in [0, NB)
-        idx += torch.arange(u, device=x.device) * N_BINS
-        self.hist += torch.bincount(idx.view(-1), minlength=u * N_BINS).view(u, N_BINS)
+        self.n_pos += x.clamp(min=0).sign_().sum(0).long()  # exact count of x > 0
+        sub = x[:: HIST_STRIDE]  # (N / HIST_STRIDE, U) the histogram's fixed token subsample
+        self.hist_t.scatter_add_(0, bin_of(sub.contiguous()), self._ones(sub.shape[0], u))
 
     def _fold(self, nb, mean_b, m2b, m3b, m4b) -> None:
         na = self.count
@@ -63,21 +99,21 @@ class StreamingMoments:
         self.count = n
 
     def merge(self, other: StreamingMoments) -> None:
+        self.hist_t += other.hist_t
         self.n_pos += other.n_pos
-        self.hist += other.hist
         if other.count:
             self._fold(other.count, other.mean, other.m2, other.m3, other.m4)
 
     def state(self) -> dict[str, torch.Tensor]:
         return {
             "count": torch.tensor(self.count), "mean": self.mean, "m2": self.m2, "m3": self.m3,
-            "m4": self.m4, "n_pos": self.n_pos, "hist": self.hist,
+            "m4": self.m4, "hist_t": self.hist_t, "n_pos": self.n_pos,
         }
 
     def load_state(self, s: dict[str, torch.Tensor]) -> None:
         self.count = int(s["count"])
         self.mean, self.m2, self.m3, self.m4 = s["mean"], s["m2"], s["m3"], s["m4"]
-        self.n_pos, self.hist = s["n_pos"], s["hist"]
+        self.hist_t, self.n_pos = s["hist_t"], s["n_pos"]
 
     def summary(self) -> dict[str, np.ndarray]:
         """count, mean, std, skew, kurtosis (excess), frac_pos as (U,) arrays (population)."""

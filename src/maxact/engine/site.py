@@ -26,29 +26,24 @@ class SiteAccumulator:
 
     def update(
         self,
-        acts: torch.Tensor,  # (W, T, U) one site, W windows of T tokens, all starting at window pos 0
+        acts: torch.Tensor,  # (W, T, U) one site: W windows of T tokens, each from window pos 0
         positions: torch.Tensor,  # (W, T) int64 corpus positions
         tuning_rows: torch.Tensor,  # (W * T,) int64
     ) -> None:
         W, T, U = acts.shape
-        flat = acts.reshape(W * T, U)  # a view: hooks hand us contiguous (B, T, U) tensors
-        if flat.dtype != torch.float32:
-            flat = flat.float()
-            acts = flat.view(W, T, U)
-        lo, hi = torch.aminmax(flat, dim=0)  # (U,), (U,): over all rows, a superset for candidates
-        win_len = torch.full((W,), T, dtype=torch.int64, device=acts.device)
-        if T > 1:
-            not_pos0 = torch.ones(W, T, dtype=torch.bool, device=acts.device)
-            not_pos0[:, 0] = False
-            self.top.update(acts, positions, win_len, hi, not_pos0)
-            self.bottom.update(acts, positions, win_len, lo, not_pos0)
-        first = acts[:, :1, :]  # (W, 1, U) window position 0
-        lo0, hi0 = torch.aminmax(first.reshape(W, U), dim=0)
-        one = torch.ones(W, dtype=torch.int64, device=acts.device)
-        self.top0.update(first, positions[:, :1], one, hi0)
-        self.bottom0.update(first, positions[:, :1], one, lo0)
+        flat = acts.reshape(W * T, U)  # hooks hand us contiguous (B, T, U) tensors: a view
         self.moments.update(flat)
         self.tuning.update(flat, tuning_rows)
+        # window position 0 goes to top0/bottom0 alone
+        first = acts[:, :1, :]  # (W, 1, U)
+        self.top0.update(first, positions[:, :1])
+        self.bottom0.update(first, positions[:, :1])
+        if T > 1:
+            work = acts.to(torch.float32, copy=True)  # the model still reads `acts`: never edit it
+            work[:, 0, :] = float("-inf")
+            self.top.update(work, positions, acts)
+            work[:, 0, :] = float("inf")
+            self.bottom.update(work, positions, acts)
 
     def merge(self, other: SiteAccumulator) -> None:
         for part in PARTS:

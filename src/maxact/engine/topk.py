@@ -15,7 +15,6 @@ from maxact.engine.keys import EMPTY, pack, unpack
 
 C_BEFORE = 24  # context tokens before the example
 C_AFTER = 8  # the example and the tokens after it
-COLUMN_CHUNK = 2048  # candidate columns handled at once (bounds the (N, c) int64 temporaries)
 
 
 class StreamingTopK:
@@ -35,33 +34,44 @@ class StreamingTopK:
 
     def update(
         self,
-        acts: torch.Tensor,  # (W, T, U) float32: W windows of T tokens, one site
+        acts: torch.Tensor,  # (W, T, U) float32 working copy: rows that may not enter hold -inf
+        # (top) or +inf (bottom)
         positions: torch.Tensor,  # (W, T) int64 corpus positions
-        window_len: torch.Tensor,  # (W,) int64: real length of each window (tokens past it: pad)
-        column_extreme: torch.Tensor,  # (U,) float32: max (largest) / min over the rows that count
-        row_mask: torch.Tensor | None = None,  # (W, T) bool: rows that may enter (None: all)
+        context_source: torch.Tensor | None = None,  # (W, T, U) unmasked activations for contexts
     ) -> None:
-        thr = self._threshold()
-        cand = (column_extreme >= thr) if self.largest else (column_extreme <= thr)
-        cols = cand.nonzero().squeeze(1)
-        for start in range(0, len(cols), COLUMN_CHUNK):
-            self._merge_columns(acts, positions, window_len, row_mask, cols[start : start + COLUMN_CHUNK])
-
-    def _merge_columns(self, acts, positions, window_len, row_mask, cols) -> None:
-        W, T, _ = acts.shape
-        sub = acts[:, :, cols].reshape(W * T, len(cols))  # (N, c)
-        new = pack(sub, positions.reshape(-1, 1), self.largest)  # (N, c) int64
-        if row_mask is not None:
-            new.masked_fill_(~row_mask.reshape(-1, 1), EMPTY)
-        k_new = min(self.k, W * T)
-        new_keys, new_rows = new.topk(k_new, dim=0)  # (k_new, c): best rows of this batch
-        old = self.keys[cols]  # (c, K)
-        both = torch.cat([old, new_keys.T], dim=1)  # (c, K + k_new)
-        merged, src = both.topk(self.k, dim=1)  # (c, K), src indexes `both`
+        W, T, U = acts.shape
+        N = W * T
+        flat = acts.reshape(N, U)
+        eff = self._threshold()  # (U,) the K-th best so far
+        if N >= 2 * self.k:
+            # The best of each of K disjoint row groups is a distinct element, so the batch's K-th
+            # best is at least the worst of those K group bests: nothing below it can enter.
+            s = N // self.k
+            groups = flat[: self.k * s].view(self.k, s, U)
+            bound = groups.amax(1).amin(0) if self.largest else groups.amin(1).amax(0)  # (U,)
+            eff = torch.maximum(eff, bound) if self.largest else torch.minimum(eff, bound)
+        passing = (flat >= eff) if self.largest else (flat <= eff)  # (N, U)
+        pairs = passing.T.nonzero()  # (P, 2) [unit, row], sorted by unit then row
+        if len(pairs) == 0:
+            return
+        unit, row = pairs[:, 0], pairs[:, 1]
+        cols, counts = torch.unique_consecutive(unit, return_counts=True)  # (c,), (c,)
+        first = torch.cumsum(counts, 0) - counts  # (c,) index of each column's first pair
+        col_of_pair = torch.repeat_interleave(torch.arange(len(cols), device=flat.device), counts)
+        rank = torch.arange(len(pairs), device=flat.device) - first[col_of_pair]  # (P,)
+        new = torch.full((len(cols), int(counts.max())), EMPTY, dtype=torch.int64, device=flat.device)
+        new[col_of_pair, rank] = pack(flat[row, unit], positions.reshape(-1)[row], self.largest)
+        both = torch.cat([self.keys[cols], new], dim=1)  # (c, K + P_max)
+        merged, src = both.topk(self.k, dim=1)  # (c, K)
         self.keys[cols] = merged
+        if self.k_ctx:
+            source = acts if context_source is None else context_source
+            self._move_contexts(source, cols, merged, src, first, row)
 
-        # contexts of the first K_ctx ranks: moved from the old slots, or cut from this batch
-        src = src[:, : self.k_ctx]  # (c, K_ctx)
+    def _move_contexts(self, acts, cols, merged, src, first, row) -> None:
+        """Contexts of the first K_ctx ranks: moved from old slots, or cut from this batch."""
+        W, T, _ = acts.shape
+        src = src[:, : self.k_ctx]  # (c, K_ctx) index into [old K | new pairs]
         from_old = src < self.k_ctx  # an old example beyond rank K_ctx cannot climb back
         old_ctx = self.context[cols]  # (c, K_ctx, C)
         ctx = torch.gather(
@@ -70,15 +80,13 @@ class StreamingTopK:
         is_new = src >= self.k
         if is_new.any():
             ci, ri = is_new.nonzero(as_tuple=True)  # column (in cols) and rank of each new entry
-            row = new_rows[src[ci, ri] - self.k, ci]  # flat batch row (window * T + t)
-            w, t = row // T, row % T
-            offs = torch.arange(-C_BEFORE, C_AFTER, device=acts.device)  # (C,)
-            tt = t[:, None] + offs  # (e, C)
-            inside = (tt >= 0) & (tt < window_len[w][:, None])
+            r = row[first[ci] + src[ci, ri] - self.k]  # flat batch row (window * T + t)
+            w, t = r // T, r % T
+            tt = t[:, None] + torch.arange(-C_BEFORE, C_AFTER, device=acts.device)  # (e, C)
+            inside = (tt >= 0) & (tt < T)
             vals = acts[w[:, None], tt.clamp(0, T - 1), cols[ci][:, None]]  # (e, C)
             ctx[ci, ri] = vals.masked_fill(~inside, float("nan")).to(torch.float16)
-        # an old example beyond rank K_ctx cannot climb back (ranks only fall): only empty slots
-        # land here, and they, like new empty keys, carry no context
+        # only empty slots are neither old-and-kept nor new: they carry no context
         ctx[(~from_old & ~is_new) | (merged[:, : self.k_ctx] == EMPTY)] = float("nan")
         self.context[cols] = ctx
 

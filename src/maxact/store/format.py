@@ -16,7 +16,7 @@ BOTTOM0_VALUES, BOTTOM0_POSITIONS = "bottom0_values.npy", "bottom0_positions.npy
 TOP_CONTEXT, BOTTOM_CONTEXT = "top_context.npy", "bottom_context.npy"  # (U, K_ctx, C) float16
 STATS = "stats.npy"  # (U,) structured: count mean std skew kurtosis frac_pos min max
 HIST = "hist.npy"  # (U, N_BINS) int64
-HIST_EDGES = "hist_edges.npy"  # (N_BINS - 1,) float32
+HIST_BOUNDS = "hist_bounds.npy"  # (N_BINS, 2) float64 [low, high) of each bin
 TUNING_IDS = "tuning_token_ids.npy"  # (V,) int64 tracked token types
 TUNING_COUNTS = "tuning_counts.npy"  # (V + 1,) int64 occurrences; last = all other tokens
 TUNING_MEANS = "tuning_means.npy"  # (V + 1, U) float32 mean activation per type (type-major)

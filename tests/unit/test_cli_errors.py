@@ -1,0 +1,208 @@
+"""Bad input to `maxact sample` and `maxact units`: one `error:` line, non-zero exit, no traceback.
+
+Errors that need a model use a tiny random Llama saved with ``save_pretrained`` beside a word-level
+tokenizer, so ``--model <folder>`` loads offline in well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from tiny_models import VOCAB, tiny_model
+
+from maxact.cli import main
+from maxact.corpus import NAMED_CORPORA
+from maxact.models.loading import PRESETS
+
+N_LAYERS, D_MODEL = 3, 64  # the tiny Llama
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    vocab = {"[UNK]": 0, **{f"w{i}": i for i in range(1, VOCAB)}}  # "w5" -> 5
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(folder)
+    model = tiny_model("llama")
+    assert model.config.num_hidden_layers == N_LAYERS and model.config.hidden_size == D_MODEL
+    model.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    """A 400-token corpus for the tiny tokenizer."""
+    path = tmp_path_factory.mktemp("corpus") / "words.txt"
+    path.write_text(" ".join(f"w{1 + i % (VOCAB - 1)}" for i in range(400)) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def error_line(result) -> str:
+    """The one `error:` line on stderr, after checking exit status and the absence of a traceback."""
+    assert result.exit_code != 0, result.output
+    # any exception other than SystemExit would have been a traceback for the user
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    assert "error:" not in result.stdout
+    return lines[0]
+
+
+def sample_args(model, corpus, *more):
+    return ["sample", "--model", model, "--corpus", corpus, "--samples", "2", "--batch", "2",
+            "--seq", "8", "--seed", "0", *more]
+
+
+# ---- model and corpus names ----------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["no-such-model", "smollm2"])
+def test_unknown_model_lists_presets(text_file, name):
+    line = error_line(run(*sample_args(name, text_file, "--layer", "0", "--dim", "0")))
+    assert f"unknown model {name!r}" in line
+    for preset in PRESETS:
+        assert preset in line
+
+
+def test_units_unknown_model_lists_presets():
+    line = error_line(run("units", "--model", "no-such-model"))
+    assert "unknown model 'no-such-model'" in line and all(p in line for p in PRESETS)
+
+
+def test_missing_gguf_file(text_file, tmp_path):
+    line = error_line(run(*sample_args(str(tmp_path / "m.gguf"), text_file, "--layer", "0", "--dim", "0")))
+    assert "m.gguf" in line and "does not exist" in line
+
+
+def test_unknown_corpus_lists_named_corpora():
+    line = error_line(run("sample", "--corpus", "no-such-book", "--layer", "0", "--dim", "0"))
+    assert "unknown corpus 'no-such-book'" in line
+    for name in NAMED_CORPORA:
+        assert name in line
+
+
+def test_missing_corpus_file(tmp_path):
+    line = error_line(run("sample", "--corpus", str(tmp_path / "nope.txt"), "--layer", "0", "--dim", "0"))
+    assert "nope.txt does not exist" in line
+
+
+# ---- corpus files --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "looks binary (NUL byte at offset 8)"),
+        ("caf\u00e9 ".encode("latin-1") * 50, "is not valid UTF-8: byte 0xe9 at offset 3"),
+        (b"  \n\t\n", "has no text"),
+    ],
+    ids=["empty", "binary", "latin-1", "blank"],
+)
+def test_bad_corpus_file(tmp_path, content, expected):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    # the corpus is checked before the model loads: the default model is never touched
+    line = error_line(run("sample", "--corpus", str(path), "--layer", "2", "--dim", "345"))
+    assert expected in line and "bad.txt" in line
+
+
+def test_corpus_directory(tmp_path):
+    line = error_line(run("sample", "--corpus", str(tmp_path), "--layer", "0", "--dim", "0"))
+    assert "is a directory" in line
+
+
+def test_strip_gutenberg_without_header(text_file):
+    line = error_line(run("sample", "--corpus", text_file, "--strip-gutenberg", "--layer", "0", "--dim", "0"))
+    assert "no Project Gutenberg header" in line
+
+
+def test_corpus_shorter_than_one_window(tiny_folder, tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("w1 w2 w3 w4 w5 w6 w7 w8\n", encoding="utf-8")
+    line = error_line(run(*sample_args(tiny_folder, str(path), "--layer", "0", "--dim", "0")))
+    assert "has 8 tokens, too few for --seq 8 (it needs at least 9)" in line
+
+
+# ---- units, --layer and --dim --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--unit", "L0.resid_pre:64"], "index 64 of L0.resid_pre is out of range: valid indices are 0..63"),
+        (["--unit", "L0.attn_k:32"], "valid indices are 0..31"),  # grouped-query: k is half of q
+        (["--unit", "L1.mlp_post:96"], "valid indices are 0..95"),
+        (["--unit", "ln_final:64"], "valid indices are 0..63"),
+        (["--unit", "L3.resid_pre:0"], "block 3 in L3.resid_pre is out of range: this model has blocks 0..2"),
+        (["--unit", "L0.resid_pre:*", "--unit", "L9.mlp_post:*"], "blocks 0..2"),
+        (["--layer", "0", "--dim", "64"], "valid indices are 0..63"),
+        (["--layer", "0", "--dim", "-1"], "--dim -1 is out of range: valid dimensions are 0..63"),
+        (["--layer", "4", "--dim", "0"], "--layer 4 is out of range: hidden_states has entries 0..3"),
+        (["--layer", "-1", "--dim", "0"], "--layer -1 is out of range"),
+        (["--layer", "3", "--dim", "64"], "index 64 of ln_final is out of range"),
+    ],
+)
+def test_unit_out_of_range_shows_valid_range(tiny_folder, text_file, args, expected):
+    line = error_line(run(*sample_args(tiny_folder, text_file, *args)))
+    assert expected in line
+
+
+def test_unknown_site_lists_sites(tiny_folder, text_file):
+    line = error_line(run(*sample_args(tiny_folder, text_file, "--unit", "L0.resid_mid:3")))
+    assert "unknown site 'resid_mid'" in line and "resid_pre" in line and "mlp_post" in line
+
+
+def test_bad_unit_syntax(tiny_folder, text_file):
+    line = error_line(run(*sample_args(tiny_folder, text_file, "--unit", "layer2/345")))
+    assert "is not a unit id" in line and "L2.resid_pre:345" in line
+
+
+@pytest.mark.parametrize("args", [["--layer", "2"], ["--dim", "345"]])
+def test_layer_and_dim_go_together(tiny_folder, text_file, args):
+    line = error_line(run(*sample_args(tiny_folder, text_file, *args)))
+    assert "--layer and --dim go together" in line
+
+
+def test_no_unit(tiny_folder, text_file):
+    line = error_line(run(*sample_args(tiny_folder, text_file)))
+    assert "no unit given" in line
+
+
+@pytest.mark.parametrize("option", ["--batch", "--seq", "--samples"])
+def test_counts_must_be_positive(text_file, option):
+    args = sample_args("no-model-needed", text_file, "--layer", "0", "--dim", "0")
+    args[args.index(option) + 1] = "0"
+    line = error_line(run(*args))
+    assert f"{option} must be at least 1, got 0" in line
+
+
+# ---- the same CLI on good input ------------------------------------------------------------------
+def test_sample_runs_on_the_tiny_folder(tiny_folder, text_file, tmp_path):
+    out = tmp_path / "out.json"
+    plot = tmp_path / "out.png"
+    result = run(*sample_args(tiny_folder, text_file, "--layer", "3", "--dim", "5", "--unit",
+                              "L1.attn_q:7", "--json", str(out), "--plot", str(plot)))
+    assert result.exit_code == 0, result.output
+    assert "ln_final:5" in result.stdout and "L1.attn_q:7 (head 0, dim 7)" in result.stdout
+    assert result.stdout.count("wins at window position 0:") == 2
+    objs = json.loads(out.read_text())
+    assert [o["unit"] for o in objs] == ["ln_final:5", "L1.attn_q:7"]
+    assert all(len(o["batches"]) == 2 and len(o["batches"][0]["starts"]) == 2 for o in objs)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_unit_gives_one_json_object_and_same_seed_same_file(tiny_folder, text_file, tmp_path):
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for p in paths:
+        result = run(*sample_args(tiny_folder, text_file, "--layer", "1", "--dim", "2", "--json", str(p)))
+        assert result.exit_code == 0, result.output
+    obj = json.loads(paths[0].read_text())
+    assert isinstance(obj, dict) and obj["unit"] == "L1.resid_pre:2"
+    assert obj["config"]["seed"] == 0 and obj["config"]["n_tokens"] == 400
+    assert paths[0].read_bytes() == paths[1].read_bytes()
