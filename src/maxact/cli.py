@@ -91,5 +91,79 @@ def sample(model, corpus, layer, dim, unit_specs, batch, seq, samples, seed, ski
     )
 
 
+@main.command()
+@click.option("--model", "-m", default="smollm2-135m", show_default=True, help=MODEL_HELP)
+@click.option("--corpus", "-c", default="looking-glass", show_default=True, help=CORPUS_HELP)
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="atlas directory to write")
+@click.option("--seq", default=256, show_default=True, help="tokens per window")
+@click.option("--sites", default=None, help="comma-separated sites [default: resid_pre,ln_final,mlp_post]")
+@click.option("--layers", default=None, help="blocks to keep, e.g. 0-5,12 [default: all]")
+@click.option("--k", "k", default=64, show_default=True, help="top-K and bottom-K examples kept per unit")
+@click.option("--max-types", default=512, show_default=True, help="token types tracked for tuning")
+@click.option("--windows-per-batch", default=8, show_default=True)
+@click.option("--max-tokens", type=int, default=None, help="only the first N tokens of the corpus")
+@click.option("--strip-gutenberg", is_flag=True)
+@click.option("--shard", default=None, help="i/N: run the i-th of N slices and write a partial for `maxact merge`")
+@click.option("--resume", is_flag=True, help="continue an interrupted run from its last checkpoint")
+@click.option("--overwrite", is_flag=True, help="replace what --out holds")
+@click.option("--ref-batch", default=32, show_default=True, help="batch of the simulated reference statistic")
+@click.option("--ref-samples", default=1000, show_default=True, help="batches of the simulated reference statistic")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--checkpoint-every", "checkpoint_s", default=120.0, show_default=True, help="seconds between checkpoints")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--trust-remote-code", is_flag=True)
+def atlas(**kw):
+    """Every unit of the chosen sites from one streamed pass over the corpus."""
+    from maxact.commands.atlas_cmd import run_atlas_command
+
+    run_atlas_command(**kw, echo=click.echo)
+
+
+@main.command()
+@click.argument("partials", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True)
+def merge(partials, out, overwrite):
+    """Combine shard partials (maxact atlas --shard i/N) into one atlas."""
+    from maxact.commands.atlas_cmd import run_merge_command
+
+    run_merge_command(partials, out, overwrite, click.echo)
+
+
+@main.command()
+@click.argument("atlas_dir", type=click.Path(path_type=Path))
+@click.argument("unit")
+@click.option("--json", "as_json", is_flag=True, help="print the page as JSON")
+@click.option("--top", default=10, show_default=True, help="examples and tally rows to print")
+def show(atlas_dir, unit, as_json, top):
+    """A unit's page: reference tally, top contexts, statistics, tuning, logit effects."""
+    from maxact.commands.atlas_cmd import run_show_command
+
+    run_show_command(atlas_dir, unit, as_json, top, click.echo)
+
+
+@main.command()
+@click.argument("atlas_dir", type=click.Path(path_type=Path))
+@click.option("--token", required=True, help="token text with its leading space, e.g. ' before'")
+@click.option("--site", default=None, help="only units of this site")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def find(atlas_dir, token, site, limit, as_json):
+    """Units that prefer a token, ranked by selectivity rather than raw frequency."""
+    from maxact.commands.atlas_cmd import run_find_command
+
+    run_find_command(atlas_dir, token, site, limit, as_json, click.echo)
+
+
+@main.command()
+@click.argument("atlas_dir", type=click.Path(path_type=Path))
+@click.option("--parquet", "parquet_dir", required=True, type=click.Path(path_type=Path), help="folder for the Parquet files")
+def export(atlas_dir, parquet_dir):
+    """Write the atlas as Parquet tables (units, examples, tokens) for DuckDB or pandas."""
+    from maxact.commands.atlas_cmd import run_export_command
+
+    run_export_command(atlas_dir, parquet_dir, click.echo)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

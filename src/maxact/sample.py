@@ -48,10 +48,14 @@ class UnitSample:
     cols: np.ndarray  # (samples,) int64, position in the window
     token_ids: np.ndarray  # (samples,) int64
     values: np.ndarray  # (samples,) float32; NaN where no top position was covered (atlas only)
+    # (samples,) position in the window where the winning activation was computed: = cols for
+    # exact sampling; for atlas sampling, the position in the atlas pass's window
+    window_pos: np.ndarray | None = None
     tally: Tally = field(init=False)
 
     def __post_init__(self):
-        self.tally = tally_winners(self.token_ids, self.cols, self.values)
+        wp = self.cols if self.window_pos is None else self.window_pos
+        self.tally = tally_winners(self.token_ids, wp, self.values)
 
 
 @dataclass

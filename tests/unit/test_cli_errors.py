@@ -7,6 +7,7 @@ tokenizer, so ``--model <folder>`` loads offline in well under a second.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -39,7 +40,9 @@ def tiny_folder(tmp_path_factory):
 def text_file(tmp_path_factory):
     """A 400-token corpus for the tiny tokenizer."""
     path = tmp_path_factory.mktemp("corpus") / "words.txt"
-    path.write_text(" ".join(f"w{1 + i % (VOCAB - 1)}" for i in range(400)) + "\n", encoding="utf-8")
+    path.write_text(
+        " ".join(f"w{1 + i % (VOCAB - 1)}" for i in range(400)) + "\n", encoding="utf-8"
+    )
     return str(path)
 
 
@@ -51,7 +54,9 @@ def error_line(result) -> str:
     """The one `error:` line on stderr, after checking exit status and the absence of a traceback."""
     assert result.exit_code != 0, result.output
     # any exception other than SystemExit would have been a traceback for the user
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
     assert "Traceback" not in result.output
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, result.stderr
@@ -60,8 +65,22 @@ def error_line(result) -> str:
 
 
 def sample_args(model, corpus, *more):
-    return ["sample", "--model", model, "--corpus", corpus, "--samples", "2", "--batch", "2",
-            "--seq", "8", "--seed", "0", *more]
+    return [
+        "sample",
+        "--model",
+        model,
+        "--corpus",
+        corpus,
+        "--samples",
+        "2",
+        "--batch",
+        "2",
+        "--seq",
+        "8",
+        "--seed",
+        "0",
+        *more,
+    ]
 
 
 # ---- model and corpus names ----------------------------------------------------------------------
@@ -79,7 +98,9 @@ def test_units_unknown_model_lists_presets():
 
 
 def test_missing_gguf_file(text_file, tmp_path):
-    line = error_line(run(*sample_args(str(tmp_path / "m.gguf"), text_file, "--layer", "0", "--dim", "0")))
+    line = error_line(
+        run(*sample_args(str(tmp_path / "m.gguf"), text_file, "--layer", "0", "--dim", "0"))
+    )
     assert "m.gguf" in line and "does not exist" in line
 
 
@@ -91,7 +112,9 @@ def test_unknown_corpus_lists_named_corpora():
 
 
 def test_missing_corpus_file(tmp_path):
-    line = error_line(run("sample", "--corpus", str(tmp_path / "nope.txt"), "--layer", "0", "--dim", "0"))
+    line = error_line(
+        run("sample", "--corpus", str(tmp_path / "nope.txt"), "--layer", "0", "--dim", "0")
+    )
     assert "nope.txt does not exist" in line
 
 
@@ -120,7 +143,9 @@ def test_corpus_directory(tmp_path):
 
 
 def test_strip_gutenberg_without_header(text_file):
-    line = error_line(run("sample", "--corpus", text_file, "--strip-gutenberg", "--layer", "0", "--dim", "0"))
+    line = error_line(
+        run("sample", "--corpus", text_file, "--strip-gutenberg", "--layer", "0", "--dim", "0")
+    )
     assert "no Project Gutenberg header" in line
 
 
@@ -135,15 +160,24 @@ def test_corpus_shorter_than_one_window(tiny_folder, tmp_path):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["--unit", "L0.resid_pre:64"], "index 64 of L0.resid_pre is out of range: valid indices are 0..63"),
+        (
+            ["--unit", "L0.resid_pre:64"],
+            "index 64 of L0.resid_pre is out of range: valid indices are 0..63",
+        ),
         (["--unit", "L0.attn_k:32"], "valid indices are 0..31"),  # grouped-query: k is half of q
         (["--unit", "L1.mlp_post:96"], "valid indices are 0..95"),
         (["--unit", "ln_final:64"], "valid indices are 0..63"),
-        (["--unit", "L3.resid_pre:0"], "block 3 in L3.resid_pre is out of range: this model has blocks 0..2"),
+        (
+            ["--unit", "L3.resid_pre:0"],
+            "block 3 in L3.resid_pre is out of range: this model has blocks 0..2",
+        ),
         (["--unit", "L0.resid_pre:*", "--unit", "L9.mlp_post:*"], "blocks 0..2"),
         (["--layer", "0", "--dim", "64"], "valid indices are 0..63"),
         (["--layer", "0", "--dim", "-1"], "--dim -1 is out of range: valid dimensions are 0..63"),
-        (["--layer", "4", "--dim", "0"], "--layer 4 is out of range: hidden_states has entries 0..3"),
+        (
+            ["--layer", "4", "--dim", "0"],
+            "--layer 4 is out of range: hidden_states has entries 0..3",
+        ),
         (["--layer", "-1", "--dim", "0"], "--layer -1 is out of range"),
         (["--layer", "3", "--dim", "64"], "index 64 of ln_final is out of range"),
     ],
@@ -182,12 +216,33 @@ def test_counts_must_be_positive(text_file, option):
     assert f"{option} must be at least 1, got 0" in line
 
 
+@pytest.mark.parametrize("option", ["--seed", "--top"])
+def test_negative_seed_or_top(text_file, option):
+    args = sample_args("no-model-needed", text_file, "--layer", "0", "--dim", "0", option, "-1")
+    line = error_line(run(*args))
+    assert f"{option} must be 0 or more, got -1" in line
+
+
 # ---- the same CLI on good input ------------------------------------------------------------------
 def test_sample_runs_on_the_tiny_folder(tiny_folder, text_file, tmp_path):
     out = tmp_path / "out.json"
     plot = tmp_path / "out.png"
-    result = run(*sample_args(tiny_folder, text_file, "--layer", "3", "--dim", "5", "--unit",
-                              "L1.attn_q:7", "--json", str(out), "--plot", str(plot)))
+    result = run(
+        *sample_args(
+            tiny_folder,
+            text_file,
+            "--layer",
+            "3",
+            "--dim",
+            "5",
+            "--unit",
+            "L1.attn_q:7",
+            "--json",
+            str(out),
+            "--plot",
+            str(plot),
+        )
+    )
     assert result.exit_code == 0, result.output
     assert "ln_final:5" in result.stdout and "L1.attn_q:7 (head 0, dim 7)" in result.stdout
     assert result.stdout.count("wins at window position 0:") == 2
@@ -200,9 +255,28 @@ def test_sample_runs_on_the_tiny_folder(tiny_folder, text_file, tmp_path):
 def test_one_unit_gives_one_json_object_and_same_seed_same_file(tiny_folder, text_file, tmp_path):
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
     for p in paths:
-        result = run(*sample_args(tiny_folder, text_file, "--layer", "1", "--dim", "2", "--json", str(p)))
+        result = run(
+            *sample_args(tiny_folder, text_file, "--layer", "1", "--dim", "2", "--json", str(p))
+        )
         assert result.exit_code == 0, result.output
     obj = json.loads(paths[0].read_text())
     assert isinstance(obj, dict) and obj["unit"] == "L1.resid_pre:2"
     assert obj["config"]["seed"] == 0 and obj["config"]["n_tokens"] == 400
     assert paths[0].read_bytes() == paths[1].read_bytes()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert paths[0].stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_units_lists_the_sites_of_the_tiny_folder(tiny_folder):
+    result = run("units", "--model", tiny_folder)
+    assert result.exit_code == 0, result.output
+    assert "llama model: 3 blocks, d_model 64, d_mlp 96, 4 heads x 16" in result.stdout
+    assert (
+        "model.layers.{i}.mlp.down_proj" in result.stdout
+        and "blocks.{i}.mlp.hook_post" in result.stdout
+    )
+    rows = json.loads(run("units", "--model", tiny_folder, "--json").stdout)
+    widths = {r["site"]: r["width"] for r in rows}
+    assert widths["resid_pre"] == 64 and widths["mlp_post"] == 96 and widths["attn_k"] == 32
+    assert widths["ln_final"] == 64 and len(rows) == 10

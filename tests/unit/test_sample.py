@@ -123,15 +123,16 @@ def brute_force(model, family, tokens, units, batch, seq, samples, seed, skip_po
             row, col = divmod(i, A.shape[1])
             col += 1 if skip_pos0 else 0
             wins[u].append((row, col, int(tokens[starts[row] + col]), float(A.flat[i])))
-    out = {u: tuple(np.array(v) for v in zip(*w)) for u, w in wins.items()}
+    out = {u: tuple(np.array(v) for v in zip(*w, strict=True)) for u, w in wins.items()}
     return np.stack(starts_all), out
 
 
 def assert_matches_brute(lm, family, tokens, units, **kw):
     cfg = config(**kw)
     result = sample_exact(lm, tokens, units, cfg, progress=False)
-    starts, want = brute_force(lm.model, family, tokens, units, cfg.batch, cfg.seq, cfg.samples,
-                               cfg.seed, cfg.skip_pos0)
+    starts, want = brute_force(
+        lm.model, family, tokens, units, cfg.batch, cfg.seq, cfg.samples, cfg.seed, cfg.skip_pos0
+    )
     np.testing.assert_array_equal(result.starts, starts)
     assert [u.unit for u in result.units] == list(units)
     for u in result.units:
@@ -149,8 +150,10 @@ def assert_matches_brute(lm, family, tokens, units, **kw):
 def test_units_match_brute_force(loaded, tokens, family):
     lm = loaded[family]
     n = lm.adapter.n_layers
-    units = resolve_units(lm.adapter, ["L2.resid_pre:5", "L1.attn_q:17", "L0.mlp_post:40",
-                                       "L0.resid_pre:63", "L1.mlp_post:0"])
+    units = resolve_units(
+        lm.adapter,
+        ["L2.resid_pre:5", "L1.attn_q:17", "L0.mlp_post:40", "L0.resid_pre:63", "L1.mlp_post:0"],
+    )
     units.append(layer_dim_unit(n, 9, n))  # --layer n: the final normed residual
     assert_matches_brute(lm, family, tokens, units)
 
@@ -184,7 +187,7 @@ def test_reference_defaults_shape(loaded, tokens):
 # ---- seeds ---------------------------------------------------------------------------------------
 def _same(a, b):
     np.testing.assert_array_equal(a.starts, b.starts)
-    for ua, ub in zip(a.units, b.units):
+    for ua, ub in zip(a.units, b.units, strict=True):
         assert ua.unit == ub.unit
         for name in ("rows", "cols", "token_ids", "values"):
             np.testing.assert_array_equal(getattr(ua, name), getattr(ub, name))
@@ -205,7 +208,10 @@ def test_different_seeds_differ(loaded, tokens):
     a = sample_exact(lm, tokens, units, config(seed=1), progress=False)
     b = sample_exact(lm, tokens, units, config(seed=2), progress=False)
     assert not np.array_equal(a.starts, b.starts)
-    assert any(not np.array_equal(ua.token_ids, ub.token_ids) for ua, ub in zip(a.units, b.units))
+    assert any(
+        not np.array_equal(ua.token_ids, ub.token_ids)
+        for ua, ub in zip(a.units, b.units, strict=True)
+    )
 
 
 def test_no_seed_draws_one_and_records_it(loaded, tokens):
@@ -218,8 +224,9 @@ def test_no_seed_draws_one_and_records_it(loaded, tokens):
 
 
 def test_config_records_corpus_size(loaded, tokens):
-    result = sample_exact(loaded["llama"], tokens, [parse_unit("L0.resid_pre:0")], config(),
-                          progress=False)
+    result = sample_exact(
+        loaded["llama"], tokens, [parse_unit("L0.resid_pre:0")], config(), progress=False
+    )
     assert result.config.n_tokens == len(tokens) and result.config.source == "exact"
 
 
@@ -244,8 +251,9 @@ def test_ties_between_repeated_tokens_go_to_the_first_in_row_major_order(loaded)
     dim = 11
     lo, hi = (int(t) for t in np.argsort(emb[:, dim])[[0, -1]])  # lowest and highest value at dim
     tokens = np.where(np.random.default_rng(0).random(300) < 0.1, hi, lo).astype(np.int32)
-    result = sample_exact(lm, tokens, [parse_unit(f"L0.resid_pre:{dim}")], config(samples=20),
-                          progress=False)
+    result = sample_exact(
+        lm, tokens, [parse_unit(f"L0.resid_pre:{dim}")], config(samples=20), progress=False
+    )
     u = result.units[0]
     for b, starts in enumerate(result.starts):
         X = tokens[starts[:, None] + np.arange(SEQ)]  # (B, T)
@@ -303,18 +311,20 @@ def test_tally_counts_sum_to_samples(loaded, tokens):
 def test_to_json_shape(loaded, tokens):
     lm = loaded["llama"]
     units = [parse_unit("L2.resid_pre:5"), parse_unit("L1.attn_q:20")]
-    result = sample_exact(lm, tokens, units, config(batch=32, seq=8, samples=3, seed=9),
-                          progress=False)
+    result = sample_exact(
+        lm, tokens, units, config(batch=32, seq=8, samples=3, seed=9), progress=False
+    )
     objs = result.to_json(token_text)
     assert json.loads(json.dumps(objs)) == objs  # plain JSON types only
     assert [o["unit"] for o in objs] == ["L2.resid_pre:5", "L1.attn_q:20"]
-    for obj, u in zip(objs, result.units):
+    for obj, u in zip(objs, result.units, strict=True):
         # the documented keys, plus the two summary numbers that the terminal report prints
         assert {"unit", "config", "batches", "tally"} <= set(obj)
         assert set(obj) - {"unit", "config", "batches", "tally"} <= {"distinct", "pos0_wins"}
         cfg = obj["config"]
         assert {k: cfg[k] for k in ("model", "corpus", "batch", "seq", "samples", "seed")} == dict(
-            model="tiny", corpus="synthetic", batch=32, seq=8, samples=3, seed=9)
+            model="tiny", corpus="synthetic", batch=32, seq=8, samples=3, seed=9
+        )
         assert cfg["n_tokens"] == len(tokens) and cfg["skip_pos0"] is False
         assert len(obj["batches"]) == 3
         for b, batch in enumerate(obj["batches"]):
@@ -324,7 +334,12 @@ def test_to_json_shape(loaded, tokens):
             assert batch["starts"] == result.starts[b].tolist()
             w = batch["winner"]
             assert set(w) == {"row", "col", "token_id", "value"}
-            assert [type(w[k]) for k in ("row", "col", "token_id", "value")] == [int, int, int, float]
+            assert [type(w[k]) for k in ("row", "col", "token_id", "value")] == [
+                int,
+                int,
+                int,
+                float,
+            ]
             assert (w["row"], w["col"], w["token_id"]) == (u.rows[b], u.cols[b], u.token_ids[b])
             assert w["token_id"] == tokens[batch["starts"][w["row"]] + w["col"]]
         assert sum(t["count"] for t in obj["tally"]) == 3
@@ -336,10 +351,18 @@ def test_to_json_shape(loaded, tokens):
 # ---- bad input -----------------------------------------------------------------------------------
 def test_corpus_shorter_than_one_window(loaded):
     tokens = np.arange(12, dtype=np.int32)
-    with pytest.raises(MaxactError, match=r"has 12 tokens, too few for --seq 12 \(it needs at least 13\)"):
-        sample_exact(loaded["llama"], tokens, [parse_unit("L0.resid_pre:0")], config(),
-                     progress=False)
+    with pytest.raises(
+        MaxactError, match=r"has 12 tokens, too few for --seq 12 \(it needs at least 13\)"
+    ):
+        sample_exact(
+            loaded["llama"], tokens, [parse_unit("L0.resid_pre:0")], config(), progress=False
+        )
     # one token more than a window is enough: every start is 0
-    result = sample_exact(loaded["llama"], np.arange(13, dtype=np.int32),
-                          [parse_unit("L0.resid_pre:0")], config(), progress=False)
+    result = sample_exact(
+        loaded["llama"],
+        np.arange(13, dtype=np.int32),
+        [parse_unit("L0.resid_pre:0")],
+        config(),
+        progress=False,
+    )
     assert (result.starts == 0).all()

@@ -74,7 +74,9 @@ def test_whole_site_spec():
 
 
 def test_whole_site_is_not_one_unit():
-    with pytest.raises(MaxactError, match=r"names a whole site; give one index, e.g. L2.resid_pre:0"):
+    with pytest.raises(
+        MaxactError, match=r"names a whole site; give one index, e.g. L2.resid_pre:0"
+    ):
         parse_unit("L2.resid_pre:*")
 
 
@@ -109,8 +111,19 @@ def test_layer_dim_out_of_range_shows_range(layer):
 # ---- bad input -----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "text",
-    ["", "banana", "L2.resid_pre", "L2resid_pre:3", "2.resid_pre:3", "L2.resid_pre:-1",
-     "L2.resid_pre:3.5", "Lx.resid_pre:3", "L2.Resid_pre:3", "L2.resid_pre:3:4", "L2.resid_pre:**"],
+    [
+        "",
+        "banana",
+        "L2.resid_pre",
+        "L2resid_pre:3",
+        "2.resid_pre:3",
+        "L2.resid_pre:-1",
+        "L2.resid_pre:3.5",
+        "Lx.resid_pre:3",
+        "L2.Resid_pre:3",
+        "L2.resid_pre:3:4",
+        "L2.resid_pre:**",
+    ],
 )
 def test_bad_syntax(text):
     with pytest.raises(MaxactError) as err:
@@ -138,5 +151,7 @@ def test_layerless_site_with_a_block():
 
 @pytest.mark.parametrize("site", BLOCK_SITES)
 def test_block_site_without_a_block(site):
-    with pytest.raises(MaxactError, match=rf"site '{site}' needs a block: write L\{{block\}}.{site}:4"):
+    with pytest.raises(
+        MaxactError, match=rf"site '{site}' needs a block: write L\{{block\}}.{site}:4"
+    ):
         parse_unit_spec(f"{site}:4")

@@ -32,6 +32,9 @@ def write_json_atomic(path: Path, obj) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f)
     os.replace(tmp, path)
@@ -60,6 +63,9 @@ def run_sample_command(*, model, corpus, layer, dim, unit_specs, batch, seq, sam
     for name, value in (("--batch", batch), ("--seq", seq), ("--samples", samples)):
         if value < 1:
             raise MaxactError(f"{name} must be at least 1, got {value}")
+    for name, value in (("--seed", seed), ("--top", top)):
+        if value is not None and value < 0:  # numpy refuses negative seeds
+            raise MaxactError(f"{name} must be 0 or more, got {value}")
     if atlas_dir is not None:
         from maxact.atlas_sample import sample_from_atlas_dir
 

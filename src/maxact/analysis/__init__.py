@@ -1,0 +1,1 @@
+"""Pure functions over atlas arrays (numpy only)."""

@@ -1,0 +1,222 @@
+"""What a unit's page shows and what a token search finds: plain dicts built from an atlas, shared
+by `maxact show --json`, `maxact find --json` and the viewer's JSON API (numpy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from maxact.analysis.refstat import simulate, token_shares
+from maxact.errors import MaxactError
+from maxact.store import format as F
+from maxact.store.reader import Atlas
+from maxact.tally import tally_winners
+from maxact.units import HEAD_SITES, UnitId, parse_unit
+
+
+def _f(x) -> float | None:
+    x = float(x)
+    return None if np.isnan(x) else x
+
+
+def examples(atlas: Atlas, row: int, part: str, limit: int | None = None) -> list[dict]:
+    """Ranked examples of one unit: position in the corpus stream, token, value; with context
+    (token ids and the unit's stored activation on each) where the atlas kept it."""
+    vals = atlas[f"{part}_values.npy"][row]
+    poss = atlas[f"{part}_positions.npy"][row]
+    ctx = atlas[f"{part}_context.npy"][row] if part in ("top", "bottom") else None
+    seq, before = atlas.manifest["seq"], atlas.manifest["context"]["before"]
+    toks = atlas.tokens
+    out = []
+    for r, (v, p) in enumerate(zip(vals, poss)):
+        if p < 0 or (limit is not None and r >= limit):
+            break
+        p = int(p)
+        item = {"position": p, "token_id": int(toks[p]), "token": atlas.token_text(int(toks[p])),
+                "value": float(v), "window_pos": p % seq}
+        if ctx is not None and r < ctx.shape[0]:
+            c = ctx[r].astype(np.float32)
+            lo = p - before
+            keep = ~np.isnan(c)
+            idx = np.nonzero(keep)[0]
+            start = lo + int(idx[0])
+            ids = [int(t) for t in toks[start : lo + int(idx[-1]) + 1]]
+            item["context"] = {"start": start, "focus": p - start, "token_ids": ids,
+                               "tokens": [atlas.token_text(t) for t in ids],
+                               "values": [float(x) for x in c[keep]]}
+        out.append(item)
+    return out
+
+
+def reference_tally(atlas: Atlas, row: int) -> dict:
+    """Expected shares (exact over random starts) and a seeded simulated tally, reference geometry."""
+    ref = atlas.manifest["reference"]
+    positions = np.asarray(atlas[F.REF_POSITIONS][row])
+    probs = np.asarray(atlas[F.REF_PROBS][row], dtype=np.float64)
+    toks = atlas.tokens
+    tok_at = np.where(positions >= 0, toks[np.clip(positions, 0, len(toks) - 1)], -1)
+    (ids, shares), = token_shares(probs[None], tok_at[None])
+    sim = simulated(atlas, row, ref["batch"], ref["seq"], ref["samples"], ref["seed"], skip_pos0=False)
+    counts = dict(zip(sim.token_ids.tolist(), sim.counts.tolist()))
+    occ = atlas.token_counts
+    rows = []
+    for t in dict.fromkeys(list(ids) + list(sim.token_ids)):
+        t = int(t)
+        share = float(shares[list(ids).index(t)]) if t in ids else 0.0
+        n = int(occ[t])
+        exp_wins = share * ref["samples"]
+        rows.append({"token_id": t, "token": atlas.token_text(t), "count": int(counts.get(t, 0)),
+                     "share": counts.get(t, 0) / ref["samples"], "expected_share": share,
+                     "occurrences": n, "wins_per_occurrence": exp_wins / n if n else None})
+    # drop tokens that neither won a simulated batch nor have a visible expected share
+    rows = [r for r in rows if r["count"] > 0 or r["expected_share"] >= 1e-4]
+    rows.sort(key=lambda r: (-r["expected_share"], -r["count"], r["token_id"]))
+    r = atlas[F.REF][row]
+    return {"geometry": ref, "tally": rows, "miss_prob": float(r["miss"]),
+            "pos0_share": float(r["pos0_share"]), "distinct": sim.distinct,
+            "excluding_pos0": {"top_token": int(r["x_top_token"]), "top_token_text": atlas.token_text(int(r["x_top_token"])),
+                               "top_share": float(r["x_top_share"]), "miss_prob": float(r["x_miss"])}}
+
+
+def simulated(atlas: Atlas, row: int, batch: int, seq: int, samples: int, seed: int, skip_pos0: bool):
+    """A seeded tally for one unit (see sample_from_atlas for the batches)."""
+    return simulate_unit(atlas, row, batch, seq, samples, seed, skip_pos0)[3]
+
+
+def simulate_unit(atlas: Atlas, row: int, batch: int, seq: int, samples: int, seed: int, skip_pos0: bool):
+    """(starts (S,B), rows (S,), cols (S,), tally, token ids (S,), values (S,), window_pos (S,))."""
+    if skip_pos0:
+        positions = np.asarray(atlas[F.TOP_POSITIONS][row])
+        values = np.asarray(atlas[F.TOP_VALUES][row])
+    else:
+        positions = np.asarray(atlas[F.REF_POSITIONS][row])
+        vals_all = np.concatenate([atlas[F.TOP_VALUES][row], atlas[F.TOP0_VALUES][row]])
+        pos_all = np.concatenate([atlas[F.TOP_POSITIONS][row], atlas[F.TOP0_POSITIONS][row]])
+        lookup = dict(zip(pos_all.tolist(), vals_all.tolist()))
+        values = np.array([lookup.get(int(p), np.nan) for p in positions], dtype=np.float32)
+    n = len(atlas.tokens)
+    starts, rank, wrow = simulate(positions, n, seq, batch, samples, seed)
+    hit = rank >= 0
+    pos = np.where(hit, positions[np.maximum(rank, 0)], -1)
+    cols = np.where(hit, pos - starts[np.arange(samples), wrow], 0)
+    toks = np.where(hit, np.asarray(atlas.tokens)[np.maximum(pos, 0)], -1).astype(np.int64)
+    vals = np.where(hit, values[np.maximum(rank, 0)], np.nan).astype(np.float32)
+    # the window position where the atlas pass computed the winning value (sinks live at 0)
+    window_pos = np.where(hit, pos % atlas.manifest["seq"], -1)
+    tally = tally_winners(toks, window_pos, vals)
+    return starts, wrow, cols, tally, toks, vals, window_pos
+
+
+def stats(atlas: Atlas, row: int) -> dict:
+    s = atlas[F.STATS][row]
+    hist = atlas[F.HIST][row]
+    bounds = atlas[F.HIST_BOUNDS]
+    nz = np.nonzero(hist)[0]
+    lo, hi = (int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 0)
+    return {k: _f(s[k]) if k != "count" else int(s[k]) for k in s.dtype.names} | {
+        "hist": {"counts": [int(c) for c in hist[lo:hi]], "bounds": [[float(a), float(b)] for a, b in bounds[lo:hi]],
+                 "stride": atlas.manifest["hist_stride"]}}
+
+
+def tuning(atlas: Atlas, row: int, top: int = 15) -> dict:
+    """Token types with the highest and lowest mean activation (seen >= min count), with z."""
+    ids = np.asarray(atlas[F.TUNING_IDS])
+    counts = np.asarray(atlas[F.TUNING_COUNTS])
+    means = np.asarray(atlas[F.TUNING_MEANS][:, row], dtype=np.float64)  # (V+1,)
+    s = atlas[F.STATS][row]
+    ok = counts[:-1] >= atlas.manifest["min_tuning_count"]
+    order = np.argsort(-means[:-1])
+    def rows(idx):
+        return [{"token_id": int(ids[i]), "token": atlas.token_text(int(ids[i])), "count": int(counts[i]),
+                 "mean": float(means[i]), "z": _f((means[i] - s["mean"]) / s["std"]) if s["std"] > 0 else None}
+                for i in idx]
+    good = [i for i in order if ok[i]]
+    return {"highest": rows(good[:top]), "lowest": rows(good[::-1][:top]),
+            "tracked_types": int(len(ids)), "min_count": atlas.manifest["min_tuning_count"],
+            "other": {"count": int(counts[-1]), "mean": _f(means[-1])}}
+
+
+def logit_effects(atlas: Atlas, row: int) -> dict | None:
+    ti = atlas[F.LOGIT_TOP_IDS][row]
+    if ti[0] < 0:
+        return None
+    def rows(ids, vals):
+        return [{"token_id": int(i), "token": atlas.token_text(int(i)), "value": float(v)} for i, v in zip(ids, vals)]
+    return {"promoted": rows(ti, atlas[F.LOGIT_TOP_VALUES][row]),
+            "suppressed": rows(atlas[F.LOGIT_BOTTOM_IDS][row], atlas[F.LOGIT_BOTTOM_VALUES][row])}
+
+
+def neighbours(atlas: Atlas, unit: UnitId) -> dict:
+    site = atlas.site_of(unit)
+    out = {"prev": str(UnitId(unit.site, unit.layer, unit.index - 1)) if unit.index > 0 else None,
+           "next": str(UnitId(unit.site, unit.layer, unit.index + 1)) if unit.index + 1 < site["width"] else None,
+           "same_index": []}
+    for s in atlas.sites:
+        if s["name"] != site["name"] and unit.index < s["width"] and (s["site"] == unit.site or s["layer"] == unit.layer):
+            out["same_index"].append(f"{s['name']}:{unit.index}")
+    return out
+
+
+def unit_page(atlas: Atlas, unit_text: str, limit: int | None = None) -> dict:
+    """The object of `maxact show --json` and `/api/unit/<unit>`."""
+    unit = parse_unit(unit_text)
+    row = atlas.row(unit)
+    site = atlas.site_of(unit)
+    info = {"site": unit.site, "layer": unit.layer, "index": unit.index, "hf_module": site["hf_module"],
+            "reads": site["reads"], "tl_hook": site["tl_hook"]}
+    if unit.site in HEAD_SITES:
+        d_head = atlas.manifest["model"]["d_head"]
+        info["head"], info["head_dim"] = unit.index // d_head, unit.index % d_head
+    reference = reference_tally(atlas, row)
+    return {
+        "unit": str(unit), "info": info,
+        "top": examples(atlas, row, "top", limit), "bottom": examples(atlas, row, "bottom", limit),
+        "top_pos0": examples(atlas, row, "top0", 8), "bottom_pos0": examples(atlas, row, "bottom0", 8),
+        "stats": stats(atlas, row), "reference": {k: v for k, v in reference.items() if k != "tally"},
+        "tally": reference["tally"],
+        "tuning": tuning(atlas, row), "logit_effects": logit_effects(atlas, row),
+        "neighbours": neighbours(atlas, unit),
+    }
+
+
+def find_units(atlas: Atlas, token: str, limit: int = 20, site: str | None = None) -> dict:
+    """Units that prefer a token, ranked by selectivity: the z-score of the token's mean activation
+    (how far above the unit's own mean, in its own standard deviations), not by raw win counts."""
+    ids = atlas.find_token_ids(token)
+    if not ids:
+        raise MaxactError(f"token {token!r} is not in the vocabulary of {atlas.manifest['model']['name']}; "
+                          f"tokens carry their leading space, e.g. ' before'")
+    tracked = np.asarray(atlas[F.TUNING_IDS])
+    counts = np.asarray(atlas[F.TUNING_COUNTS])
+    hits = [i for i in ids if i in set(tracked.tolist())]
+    if not hits:
+        n = int(atlas.token_counts[ids[0]])
+        raise MaxactError(f"token {token!r} occurs {n} times in the corpus and is not among the "
+                          f"{len(tracked)} token types the atlas tracks (raise --max-types)")
+    tid = hits[0]
+    v = int(np.nonzero(tracked == tid)[0][0])
+    means = np.asarray(atlas[F.TUNING_MEANS][v], dtype=np.float64)  # (U,) contiguous: type-major
+    st = atlas[F.STATS]
+    std = np.where(st["std"] > 0, st["std"], np.nan)
+    z = (means - st["mean"]) / std
+    if site is not None:
+        keep = np.zeros(atlas.n_units, dtype=bool)
+        for s in atlas.sites:
+            if s["site"] == site:
+                keep[atlas.site_rows(s["name"])] = True
+        z = np.where(keep, z, np.nan)
+    order = [r for r in np.argsort(-np.nan_to_num(z, nan=-np.inf)) if not np.isnan(z[r])][:limit]
+    # win share of this token in each listed unit's reference statistic
+    pos = np.asarray(atlas[F.REF_POSITIONS][order]) if order else np.zeros((0, 1), dtype=np.int64)
+    probs = np.asarray(atlas[F.REF_PROBS][order]) if order else np.zeros((0, 1))
+    toks = atlas.tokens
+    tok_at = np.where(pos >= 0, toks[np.clip(pos, 0, len(toks) - 1)], -1)
+    share = (probs * (tok_at == tid)).sum(1)
+    n_occ = int(counts[v])
+    samples = atlas.manifest["reference"]["samples"]
+    ref = atlas[F.REF]
+    units = [{"unit": str(atlas.unit_at(int(r))), "z": float(z[r]), "mean_on_token": float(means[r]),
+              "unit_mean": float(st["mean"][r]), "unit_std": float(st["std"][r]),
+              "win_share": float(s), "wins_per_occurrence": float(s) * samples / n_occ,
+              "top_token": atlas.token_text(int(ref["top_token"][r])), "top_share": float(ref["top_share"][r])}
+             for r, s in zip(order, share)]
+    return {"token": token, "token_id": int(tid), "occurrences": n_occ, "units": units}

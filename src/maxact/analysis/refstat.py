@@ -1,0 +1,114 @@
+"""The reference statistic from a unit's top-K, exactly in distribution (docs/METHOD.md).
+
+A batch of ``batch`` windows of ``seq`` tokens, starts uniform on [0, n_starts) with n_starts =
+n_tokens - seq, is won by the highest-ranked top-K position that some window covers. Position p is
+covered by the starts [max(0, p - seq + 1), min(p, n_starts - 1)]. If C_k starts cover at least one
+of the first k positions, no window of a batch covers any of them with probability
+(1 - C_k / n_starts) ** batch, so
+
+    P(winner = rank k) = (1 - C_{k-1}/n_starts) ** batch - (1 - C_k/n_starts) ** batch
+
+and the batch is "missed" (won by a position outside the top-K) with (1 - C_K/n_starts) ** batch.
+``win_probabilities`` computes this for many units at once; ``simulate`` draws seeded batches for
+one unit, with the same starts an exact run of the same seed and geometry would draw.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def merge_ranked(v1, p1, v2, p2, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge two ranked lists (U, K1), (U, K2) by (value desc, position asc); NaN/-1 = empty.
+
+    Values are compared as float32, positions as int64, the order of engine/keys.py."""
+    v = np.concatenate([v1, v2], axis=1)
+    p = np.concatenate([p1, p2], axis=1)
+    empty = np.isnan(v)
+    vk = np.where(empty, -np.inf, v).astype(np.float64)
+    pk = np.where(empty, np.iinfo(np.int64).max, p)
+    order = _lexsort_rows(-vk, pk)[:, :k]
+    return np.take_along_axis(v, order, -1), np.take_along_axis(p, order, -1)
+
+
+def merge_ranked_min(v1, p1, v2, p2, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """As merge_ranked, for bottom lists (value asc, position asc)."""
+    v, p = merge_ranked(-v1, p1, -v2, p2, k)
+    return -v, p
+
+
+def _lexsort_rows(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
+    """Row-wise argsort by (primary asc, secondary asc) for 2-D arrays."""
+    o2 = np.argsort(secondary, axis=1, kind="stable")
+    p2 = np.take_along_axis(primary, o2, 1)
+    o1 = np.argsort(p2, axis=1, kind="stable")
+    return np.take_along_axis(o2, o1, 1)
+
+
+def start_intervals(positions: np.ndarray, n_tokens: int, seq: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each position (-1 = none), the first and last start whose window covers it (a > b: none)."""
+    n_starts = n_tokens - seq
+    a = np.maximum(positions - seq + 1, 0)
+    b = np.minimum(positions, n_starts - 1)
+    none = positions < 0
+    return np.where(none, 1, a), np.where(none, 0, b)
+
+
+def covered_counts(positions: np.ndarray, n_tokens: int, seq: int) -> np.ndarray:
+    """(U, K) int64: C_k, the number of starts covering at least one of the first k+1 positions."""
+    a, b = start_intervals(positions, n_tokens, seq)  # (U, K)
+    U, K = positions.shape
+    new = np.zeros((U, K), dtype=np.int64)
+    for k in range(K):
+        lo, hi = a[:, k].copy(), b[:, k].copy()
+        if k:
+            pk = positions[:, k : k + 1]
+            prev_p, prev_a, prev_b = positions[:, :k], a[:, :k], b[:, :k]
+            valid = prev_p >= 0
+            left = valid & (prev_p < pk)  # earlier-ranked positions to the left cover a prefix
+            right = valid & (prev_p > pk)  # ... to the right cover a suffix
+            lo = np.maximum(lo, np.where(left, prev_b + 1, np.iinfo(np.int64).min).max(1))
+            hi = np.minimum(hi, np.where(right, prev_a - 1, np.iinfo(np.int64).max).min(1))
+        new[:, k] = np.maximum(hi - lo + 1, 0)
+    return np.cumsum(new, axis=1)
+
+
+def win_probabilities(positions: np.ndarray, n_tokens: int, seq: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(U, K) P(winner = rank k) and (U,) P(no top-K position covered) for batches of ``batch``."""
+    n_starts = n_tokens - seq
+    if n_starts < 1:
+        raise ValueError(f"corpus of {n_tokens} tokens is too short for windows of {seq}")
+    C = covered_counts(positions, n_tokens, seq).astype(np.float64)
+    survive = (1.0 - C / n_starts) ** batch  # P(none of the first k+1 covered)
+    before = np.concatenate([np.ones((C.shape[0], 1)), survive[:, :-1]], axis=1)
+    return before - survive, survive[:, -1]
+
+
+def token_shares(probs: np.ndarray, token_ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per unit: (token ids, summed win probability), most probable first (ties: smaller id)."""
+    out = []
+    for pr, tk in zip(probs, token_ids):
+        keep = pr > 0
+        ids, inv = np.unique(tk[keep], return_inverse=True)
+        sums = np.bincount(inv, weights=pr[keep], minlength=len(ids))
+        order = np.lexsort((ids, -sums))
+        out.append((ids[order], sums[order]))
+    return out
+
+
+def simulate(
+    positions: np.ndarray,  # (K,) ranked top positions of one unit (-1 = empty)
+    n_tokens: int, seq: int, batch: int, samples: int, seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded batches: (samples, batch) starts, (samples,) winning rank (-1: missed), (samples,) row."""
+    from maxact.sample import draw_starts
+
+    rng = np.random.default_rng(seed)
+    starts = np.stack([draw_starts(rng, n_tokens, seq, batch) for _ in range(samples)])  # (S, B)
+    valid = positions >= 0
+    covers = (starts[..., None] <= positions) & (positions < starts[..., None] + seq) & valid  # (S,B,K)
+    K = len(positions)
+    rank_per_window = np.where(covers.any(-1), covers.argmax(-1), K)  # (S, B) best rank covered
+    best = rank_per_window.min(1)  # (S,)
+    row = rank_per_window.argmin(1)  # first window holding the best rank
+    return starts, np.where(best < K, best, -1), row
