@@ -100,7 +100,7 @@ def sample(model, corpus, layer, dim, unit_specs, batch, seq, samples, seed, ski
 @click.option("--layers", default=None, help="blocks to keep, e.g. 0-5,12 [default: all]")
 @click.option("--k", "k", default=64, show_default=True, help="top-K and bottom-K examples kept per unit")
 @click.option("--max-types", default=512, show_default=True, help="token types tracked for tuning")
-@click.option("--windows-per-batch", default=8, show_default=True)
+@click.option("--windows-per-batch", default=16, show_default=True, help="windows per forward pass")
 @click.option("--max-tokens", type=int, default=None, help="only the first N tokens of the corpus")
 @click.option("--strip-gutenberg", is_flag=True)
 @click.option("--shard", default=None, help="i/N: run the i-th of N slices and write a partial for `maxact merge`")
@@ -163,6 +163,18 @@ def export(atlas_dir, parquet_dir):
     from maxact.commands.atlas_cmd import run_export_command
 
     run_export_command(atlas_dir, parquet_dir, click.echo)
+
+
+@main.command()
+@click.argument("atlas_dir", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (the default is this machine only)")
+@click.option("--port", "-p", default=8765, show_default=True, help="port; 0 picks a free one")
+@click.option("--model", "-m", default=None, help="model for live text [default: the atlas's own]")
+def serve(atlas_dir, host, port, model):
+    """Browse an atlas in a local web viewer (offline; prints the URL; Ctrl-C stops)."""
+    from maxact.web.server import serve as serve_viewer
+
+    serve_viewer(atlas_dir, host, port, model)
 
 
 if __name__ == "__main__":  # pragma: no cover

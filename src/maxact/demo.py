@@ -45,7 +45,7 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             run_atlas_command(
                 model=args.model, corpus=args.corpus, out=args.atlas, seq=256, sites=None, layers=None,
-                k=64, max_types=512, windows_per_batch=8, max_tokens=None, strip_gutenberg=False,
+                k=64, max_types=512, windows_per_batch=16, max_tokens=None, strip_gutenberg=False,
                 shard=None, resume=(args.atlas / F.RUN_DIR).exists(), overwrite=False, ref_batch=32,
                 ref_samples=1000, seed=0, device="cpu", checkpoint_s=60.0, trust_remote_code=False,
                 echo=lambda m, err=False: print(m),

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-from maxact.capture import stream
 from maxact.corpus import require_tokens
-from maxact.models.loading import LoadedModel
 from maxact.tally import Tally, tally_winners
 from maxact.units import SiteRef, UnitId
+
+if TYPE_CHECKING:  # torch and the model stack load only for exact sampling: `sample --atlas` and
+    # the atlas pages use the result types here and must answer in well under a second
+    import torch
+
+    from maxact.models.loading import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,11 @@ def sample_exact(
     progress: bool = True,
 ) -> SampleResult:
     """Run the reference procedure for ``units`` (validated beforehand) from shared forward passes."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from maxact.capture import stream
+
     require_tokens(len(tokens), config.seq, config.corpus)
     seed = resolve_seed(config.seed)
     config = SampleConfig(**{**asdict(config), "seed": seed, "n_tokens": int(len(tokens))})

@@ -1,7 +1,8 @@
 """Bad input to `maxact sample` and `maxact units`: one `error:` line, non-zero exit, no traceback.
 
 Errors that need a model use a tiny random Llama saved with ``save_pretrained`` beside a word-level
-tokenizer, so ``--model <folder>`` loads offline in well under a second.
+tokenizer (atlas_helpers.save_tiny_folder), so ``--model <folder>`` loads offline in well under a
+second.
 """
 
 from __future__ import annotations
@@ -10,58 +11,25 @@ import json
 import os
 
 import pytest
-from click.testing import CliRunner
-from tiny_models import VOCAB, tiny_model
+from atlas_helpers import error_line, run_cli, save_tiny_folder, write_word_corpus
 
-from maxact.cli import main
 from maxact.corpus import NAMED_CORPORA
 from maxact.models.loading import PRESETS
-
-N_LAYERS, D_MODEL = 3, 64  # the tiny Llama
 
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    vocab = {"[UNK]": 0, **{f"w{i}": i for i in range(1, VOCAB)}}  # "w5" -> 5
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(folder)
-    model = tiny_model("llama")
-    assert model.config.num_hidden_layers == N_LAYERS and model.config.hidden_size == D_MODEL
-    model.save_pretrained(folder)
-    return str(folder)
+    return save_tiny_folder(tmp_path_factory.mktemp("tiny-llama"), "llama")
 
 
 @pytest.fixture(scope="module")
 def text_file(tmp_path_factory):
     """A 400-token corpus for the tiny tokenizer."""
-    path = tmp_path_factory.mktemp("corpus") / "words.txt"
-    path.write_text(
-        " ".join(f"w{1 + i % (VOCAB - 1)}" for i in range(400)) + "\n", encoding="utf-8"
-    )
-    return str(path)
+    return write_word_corpus(tmp_path_factory.mktemp("corpus") / "words.txt", 400)
 
 
 def run(*args):
-    return CliRunner().invoke(main, list(args))
-
-
-def error_line(result) -> str:
-    """The one `error:` line on stderr, after checking exit status and the absence of a traceback."""
-    assert result.exit_code != 0, result.output
-    # any exception other than SystemExit would have been a traceback for the user
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
-        result.exception
-    )
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    assert "error:" not in result.stdout
-    return lines[0]
+    return run_cli(*args)
 
 
 def sample_args(model, corpus, *more):

@@ -29,6 +29,7 @@ def run(batches):
     acc = SiteAccumulator(U, K, KC, V)
     for acts, pos, rows in batches:
         acc.update(acts.clone(), pos, rows)
+    acc.flush()
     return acc
 
 

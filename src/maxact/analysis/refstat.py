@@ -101,10 +101,9 @@ def simulate(
     n_tokens: int, seq: int, batch: int, samples: int, seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeded batches: (samples, batch) starts, (samples,) winning rank (-1: missed), (samples,) row."""
-    from maxact.sample import draw_starts
-
     rng = np.random.default_rng(seed)
-    starts = np.stack([draw_starts(rng, n_tokens, seq, batch) for _ in range(samples)])  # (S, B)
+    # the draws of maxact.sample.draw_starts, batch after batch (that module loads torch)
+    starts = np.stack([rng.integers(0, n_tokens - seq, size=batch, dtype=np.int64) for _ in range(samples)])
     valid = positions >= 0
     covers = (starts[..., None] <= positions) & (positions < starts[..., None] + seq) & valid  # (S,B,K)
     K = len(positions)

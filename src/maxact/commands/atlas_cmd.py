@@ -24,12 +24,15 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
     if not text:
         return None
     out = []
-    for part in text.split(","):
-        if "-" in part:
-            a, b = part.split("-")
-            out.extend(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                a, b = part.split("-")
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise MaxactError(f"--layers {text!r} must list blocks and ranges, e.g. 0-5,12") from None
     return tuple(out)
 
 
@@ -45,6 +48,10 @@ def run_atlas_command(*, model, corpus, out, seq, sites, layers, k, max_types, w
     site_list = tuple(s.strip() for s in sites.split(",")) if sites else DEFAULT_SITES
     if max_tokens is not None and max_tokens < 1:
         raise MaxactError(f"--max-tokens must be at least 1, got {max_tokens}")
+    for name, value in (("--k", k), ("--max-types", max_types), ("--windows-per-batch", windows_per_batch),
+                        ("--ref-batch", ref_batch), ("--ref-samples", ref_samples)):
+        if value < 1:
+            raise MaxactError(f"{name} must be at least 1, got {value}")
     config = AtlasConfig(model=model, corpus=corpus, seq=seq, sites=site_list, layers=parse_layers(layers),
                          k=k, max_types=max_types, windows_per_batch=windows_per_batch,
                          max_tokens=max_tokens, strip_gutenberg=strip_gutenberg, shard=parse_shard(shard),

@@ -58,8 +58,6 @@ def print_result(result, describe, token_text, top, echo) -> None:
 def run_sample_command(*, model, corpus, layer, dim, unit_specs, batch, seq, samples, seed, skip_pos0,
                        strip_gutenberg, atlas_dir, json_path, plot_path, top, device,
                        trust_remote_code, echo) -> None:
-    from maxact.plot import save_tally_plots
-
     for name, value in (("--batch", batch), ("--seq", seq), ("--samples", samples)):
         if value < 1:
             raise MaxactError(f"{name} must be at least 1, got {value}")
@@ -96,6 +94,8 @@ def run_sample_command(*, model, corpus, layer, dim, unit_specs, batch, seq, sam
         write_json_atomic(json_path, objs[0] if len(objs) == 1 else objs)
         echo(f"\nwrote {json_path}")
     if plot_path:
+        from maxact.plot import save_tally_plots  # matplotlib: only when a plot is asked
+
         n = save_tally_plots(plot_path, [(str(u.unit), u.tally) for u in result.units], token_text)
         more = f" (first {n} of {len(result.units)} units)" if n < len(result.units) else ""
         echo(f"wrote {plot_path}{more}")

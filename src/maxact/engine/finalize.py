@@ -32,6 +32,8 @@ def build_arrays(accs: list, tokens: np.ndarray, type_ids: np.ndarray, type_coun
                  seq: int, ref_batch: int, ref_seq: int) -> dict[str, np.ndarray]:
     """accs: SiteAccumulators in manifest order. Returns every per-unit array of the store."""
     out: dict[str, np.ndarray] = {}
+    for a in accs:
+        a.flush()
     for part, vname, pname in [
         ("top", F.TOP_VALUES, F.TOP_POSITIONS), ("bottom", F.BOTTOM_VALUES, F.BOTTOM_POSITIONS),
         ("top0", F.TOP0_VALUES, F.TOP0_POSITIONS), ("bottom0", F.BOTTOM0_VALUES, F.BOTTOM0_POSITIONS),

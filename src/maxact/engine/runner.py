@@ -9,6 +9,7 @@ writes a partial that ``merge_partials`` folds into exactly the result of one ru
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,7 +41,7 @@ class AtlasConfig:
     k: int = 64  # top-K and bottom-K kept per unit
     k_ctx: int = 20  # of which this many keep their context activations
     max_types: int = 512  # token types tracked for tuning (most frequent in the corpus)
-    windows_per_batch: int = 8  # windows per forward pass
+    windows_per_batch: int = 16  # windows per forward pass
     max_tokens: int | None = None  # only the first N corpus tokens
     strip_gutenberg: bool = False
     shard: tuple[int, int] | None = None  # (i, n): the i-th of n slices of the windows
@@ -50,6 +51,11 @@ class AtlasConfig:
     seed: int = 0
     logit_k: int = 16  # tokens kept per unit for direct logit effects
     device: str = field(default="cpu", compare=False)
+
+    def __post_init__(self):
+        # contexts are kept for the first k_ctx of the K examples: never more than K
+        if self.k_ctx > self.k:
+            object.__setattr__(self, "k_ctx", self.k)
 
     def comparable(self) -> dict:
         """What must agree between a checkpoint (or a partial) and the run that continues it."""
@@ -121,14 +127,23 @@ class AtlasRun:
             "cursor": self.cursor,
             "window_range": self.plan.window_range(),
             "n_tokens": len(self.tokens),
+            "tokens_sha256": self.tokens_sha256(),
             "sites": {str(r): self.acc[r].state() for r in self.refs},
         }
 
+    def tokens_sha256(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self.tokens, dtype=np.int32).tobytes()).hexdigest()
+
     def load_state(self, state: dict, what: str) -> None:
-        if state.get("config") != self.config.comparable() or state.get("shard") != self.config.shard:
+        old, now = dict(state.get("config") or {}), self.config.comparable()
+        old["shard"], now["shard"] = state.get("shard"), self.config.shard
+        diff = [f"{k}: {old.get(k)!r} there, {now[k]!r} now" for k in now if old.get(k) != now[k]]
+        if not diff and state.get("tokens_sha256") not in (None, self.tokens_sha256()):
+            diff = [f"the corpus tokens differ ({state.get('n_tokens')} tokens there, {len(self.tokens)} now)"]
+        if diff:
             raise MaxactError(
-                f"{what} was made with a different configuration; rerun without --resume into a new "
-                f"--out, or repeat the original options"
+                f"{what} was made with a different configuration ({'; '.join(diff)}); rerun without "
+                f"--resume into a new --out, or repeat the original options"
             )
         for r in self.refs:
             self.acc[r].load_state(state["sites"][str(r)])
@@ -152,7 +167,7 @@ class AtlasRun:
             rows = self.rows[pos.reshape(-1)].to(device)  # (W * T,)
             pos_d = pos.to(device)
 
-            def consume(ref: SiteRef, acts: torch.Tensor) -> None:  # acts (W, T, width)
+            def consume(ref: SiteRef, acts: torch.Tensor, pos_d=pos_d, rows=rows) -> None:  # acts (W, T, width)
                 self.acc[ref].update(acts, pos_d, rows)
 
             with torch.inference_mode():

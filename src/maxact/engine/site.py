@@ -9,6 +9,7 @@ from maxact.engine.topk import StreamingTopK
 from maxact.engine.tuning import TokenTuning
 
 PARTS = ("top", "bottom", "top0", "bottom0", "moments", "tuning")
+POS0_BLOCK = 256  # window-position-0 rows gathered before they are folded in
 
 
 class SiteAccumulator:
@@ -23,6 +24,11 @@ class SiteAccumulator:
         self.bottom0 = StreamingTopK(width, k, 0, largest=False, device=device)
         self.moments = StreamingMoments(width, device=device)
         self.tuning = TokenTuning(width, n_types, device=device)
+        # window-position-0 rows are few (one per window): they wait here and go to top0/bottom0
+        # in blocks; the block size does not change the (exact) result, only the cost
+        self._pos0_acts: list[torch.Tensor] = []  # (W, U) each
+        self._pos0_pos: list[torch.Tensor] = []  # (W,) each
+        self._pos0_rows = 0
 
     def update(
         self,
@@ -34,10 +40,11 @@ class SiteAccumulator:
         flat = acts.reshape(W * T, U)  # hooks hand us contiguous (B, T, U) tensors: a view
         self.moments.update(flat)
         self.tuning.update(flat, tuning_rows)
-        # window position 0 goes to top0/bottom0 alone
-        first = acts[:, :1, :]  # (W, 1, U)
-        self.top0.update(first, positions[:, :1])
-        self.bottom0.update(first, positions[:, :1])
+        self._pos0_acts.append(acts[:, 0, :].float().clone())  # (W, U)
+        self._pos0_pos.append(positions[:, 0].clone())
+        self._pos0_rows += W
+        if self._pos0_rows >= POS0_BLOCK:
+            self.flush()
         if T > 1:
             work = acts.to(torch.float32, copy=True)  # the model still reads `acts`: never edit it
             work[:, 0, :] = float("-inf")
@@ -45,11 +52,24 @@ class SiteAccumulator:
             work[:, 0, :] = float("inf")
             self.bottom.update(work, positions, acts)
 
+    def flush(self) -> None:
+        """Fold the waiting window-position-0 rows into top0/bottom0."""
+        if not self._pos0_acts:
+            return
+        first = torch.cat(self._pos0_acts)[:, None, :]  # (n, 1, U)
+        pos = torch.cat(self._pos0_pos)[:, None]  # (n, 1)
+        self.top0.update(first, pos)
+        self.bottom0.update(first, pos)
+        self._pos0_acts, self._pos0_pos, self._pos0_rows = [], [], 0
+
     def merge(self, other: SiteAccumulator) -> None:
+        self.flush()
+        other.flush()
         for part in PARTS:
             getattr(self, part).merge(getattr(other, part))
 
     def state(self) -> dict[str, dict[str, torch.Tensor]]:
+        self.flush()
         return {part: getattr(self, part).state() for part in PARTS}
 
     def load_state(self, state) -> None:

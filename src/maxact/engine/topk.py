@@ -42,53 +42,91 @@ class StreamingTopK:
         W, T, U = acts.shape
         N = W * T
         flat = acts.reshape(N, U)
-        eff = self._threshold()  # (U,) the K-th best so far
-        if N >= 2 * self.k:
-            # The best of each of K disjoint row groups is a distinct element, so the batch's K-th
-            # best is at least the worst of those K group bests: nothing below it can enter.
-            s = N // self.k
-            groups = flat[: self.k * s].view(self.k, s, U)
-            bound = groups.amax(1).amin(0) if self.largest else groups.amin(1).amax(0)  # (U,)
-            eff = torch.maximum(eff, bound) if self.largest else torch.minimum(eff, bound)
-        passing = (flat >= eff) if self.largest else (flat <= eff)  # (N, U)
-        pairs = passing.T.nonzero()  # (P, 2) [unit, row], sorted by unit then row
-        if len(pairs) == 0:
-            return
-        unit, row = pairs[:, 0], pairs[:, 1]
-        cols, counts = torch.unique_consecutive(unit, return_counts=True)  # (c,), (c,)
-        first = torch.cumsum(counts, 0) - counts  # (c,) index of each column's first pair
-        col_of_pair = torch.repeat_interleave(torch.arange(len(cols), device=flat.device), counts)
-        rank = torch.arange(len(pairs), device=flat.device) - first[col_of_pair]  # (P,)
-        new = torch.full((len(cols), int(counts.max())), EMPTY, dtype=torch.int64, device=flat.device)
-        new[col_of_pair, rank] = pack(flat[row, unit], positions.reshape(-1)[row], self.largest)
-        both = torch.cat([self.keys[cols], new], dim=1)  # (c, K + P_max)
+        fill = float("-inf") if self.largest else float("inf")
+        # Rows go in G = 4K groups of s consecutive rows (padded with rows that cannot enter).
+        # The best of each of K coarse groups (4 fine ones each) is a distinct element, so the
+        # batch's K-th best is at least the worst coarse best: fine groups whose best is below
+        # that, or below the K-th best so far, cannot contribute, and only the few remaining
+        # (group, unit) pairs are looked at.
+        # Small batches (window position 0 alone) skip the grouping: one row per group, no bound.
+        G = 4 * self.k if N > 4 * self.k else N
+        s = -(-N // G)
+        if G * s != N:
+            flat = torch.cat([flat, flat.new_full((G * s - N, U), fill)])
+        groups = flat.view(G, s, U)
+        thr = self._threshold()
+        if self.largest:
+            best = groups.amax(1)  # (G, U)
+            if G == 4 * self.k:
+                thr = torch.maximum(thr, best.view(self.k, 4, U).amax(1).amin(0))
+            cand = best >= thr
+        else:
+            best = groups.amin(1)
+            if G == 4 * self.k:
+                thr = torch.minimum(thr, best.view(self.k, 4, U).amin(1).amax(0))
+            cand = best <= thr
+        if int(cand.sum()) * s * 4 > N * U:
+            # early in a run nearly every group is a candidate: one dense topk is cheaper
+            # (keys, not floats: a float topk may break ties at the K-th value either way)
+            cols = torch.arange(U, device=flat.device)
+            keys = pack(flat[:N], positions.reshape(-1, 1), self.largest)  # (N, U)
+            keys.masked_fill_(flat[:N] == fill, EMPTY)
+            new, rows = keys.topk(min(self.k, N), dim=0)  # (k, U)
+            new, row_of_new = new.T.contiguous(), rows.T.contiguous()  # (U, k)
+        else:
+            cols, new, row_of_new = self._sparse_candidates(flat, cand, positions, s, N, fill)
+        both = torch.cat([self.keys[cols], new], dim=1)  # (c, K + groups * s)
         merged, src = both.topk(self.k, dim=1)  # (c, K)
         self.keys[cols] = merged
         if self.k_ctx:
             source = acts if context_source is None else context_source
-            self._move_contexts(source, cols, merged, src, first, row)
+            self._move_contexts(source, cols, merged, src, row_of_new)
 
-    def _move_contexts(self, acts, cols, merged, src, first, row) -> None:
+    def _sparse_candidates(self, flat, cand, positions, s, N, fill):
+        """Keys (c, groups * s) of the rows of candidate groups, per candidate column."""
+        U = flat.shape[1]
+        pairs = cand.T.nonzero()  # (P, 2) [unit, group], sorted by unit
+        unit, group = pairs[:, 0], pairs[:, 1]
+        cols, counts = torch.unique_consecutive(unit, return_counts=True)  # (c,), (c,)
+        first = torch.cumsum(counts, 0) - counts  # (c,) index of each column's first pair
+        col_of_pair = torch.repeat_interleave(torch.arange(len(cols), device=flat.device), counts)
+        slot = torch.arange(len(pairs), device=flat.device) - first[col_of_pair]  # (P,)
+        rows = group[:, None] * s + torch.arange(s, device=flat.device)  # (P, s) flat rows
+        vals = flat.reshape(-1).take(rows * U + unit[:, None])  # (P, s) = flat[rows, unit]
+        keys = pack(vals, positions.reshape(-1)[rows.clamp(max=N - 1)], self.largest)  # (P, s)
+        keys.masked_fill_((rows >= N) | (vals == fill), EMPTY)  # padding and masked rows
+        width = int(counts.max()) * s
+        new = torch.full((len(cols), width), EMPTY, dtype=torch.int64, device=flat.device)
+        new.view(len(cols), -1, s)[col_of_pair, slot] = keys
+        row_of_new = torch.full_like(new, -1)
+        row_of_new.view(len(cols), -1, s)[col_of_pair, slot] = rows
+        return cols, new, row_of_new
+
+    def _move_contexts(self, acts, cols, merged, src, row_of_new) -> None:
         """Contexts of the first K_ctx ranks: moved from old slots, or cut from this batch."""
         W, T, _ = acts.shape
         src = src[:, : self.k_ctx]  # (c, K_ctx) index into [old K | new pairs]
+        is_new = src >= self.k
+        changed = is_new.any(1)  # elsewhere the first K_ctx ranks are the same old examples
+        if not changed.any():
+            return
+        cols, merged, src, row_of_new, is_new = (
+            cols[changed], merged[changed], src[changed], row_of_new[changed], is_new[changed])
         from_old = src < self.k_ctx  # an old example beyond rank K_ctx cannot climb back
-        old_ctx = self.context[cols]  # (c, K_ctx, C)
+        old_ctx = self.context.index_select(0, cols)  # (c, K_ctx, C)
         ctx = torch.gather(
             old_ctx, 1, src.clamp(max=self.k_ctx - 1)[:, :, None].expand(-1, -1, old_ctx.shape[2])
         )
-        is_new = src >= self.k
-        if is_new.any():
-            ci, ri = is_new.nonzero(as_tuple=True)  # column (in cols) and rank of each new entry
-            r = row[first[ci] + src[ci, ri] - self.k]  # flat batch row (window * T + t)
-            w, t = r // T, r % T
-            tt = t[:, None] + torch.arange(-C_BEFORE, C_AFTER, device=acts.device)  # (e, C)
-            inside = (tt >= 0) & (tt < T)
-            vals = acts[w[:, None], tt.clamp(0, T - 1), cols[ci][:, None]]  # (e, C)
-            ctx[ci, ri] = vals.masked_fill(~inside, float("nan")).to(torch.float16)
+        ci, ri = is_new.nonzero(as_tuple=True)  # column (in cols) and rank of each new entry
+        r = row_of_new[ci, src[ci, ri] - self.k]  # flat batch row (window * T + t)
+        w, t = r // T, r % T
+        tt = t[:, None] + torch.arange(-C_BEFORE, C_AFTER, device=acts.device)  # (e, C)
+        inside = (tt >= 0) & (tt < T)
+        vals = acts[w[:, None], tt.clamp(0, T - 1), cols[ci][:, None]]  # (e, C)
+        ctx[ci, ri] = vals.masked_fill(~inside, float("nan")).to(torch.float16)
         # only empty slots are neither old-and-kept nor new: they carry no context
         ctx[(~from_old & ~is_new) | (merged[:, : self.k_ctx] == EMPTY)] = float("nan")
-        self.context[cols] = ctx
+        self.context.index_copy_(0, cols, ctx)
 
     # ---- merge, export -----------------------------------------------------------------------
     def merge(self, other: StreamingTopK) -> None:

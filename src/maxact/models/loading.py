@@ -129,7 +129,13 @@ def load_model(
             raise MaxactError(f"GGUF file {str(path)!r} does not exist")
         model, tokenizer = _load_gguf(path, dtype)
     elif path.is_dir():
-        model, tokenizer = _load_folder(path, dtype, trust_remote_code)
+        try:
+            model, tokenizer = _load_folder(path, dtype, trust_remote_code)
+        except (OSError, ValueError, KeyError) as e:
+            raise MaxactError(
+                f"folder {str(path)!r} is not a loadable causal LM with a tokenizer: "
+                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}. Presets: {choices_text(PRESETS)}"
+            ) from None
     elif "/" in source and not path.exists() and source.count("/") == 1 and not source.startswith((".", "/")):
         try:
             model, tokenizer = _load_folder(source, dtype, trust_remote_code)

@@ -1,0 +1,118 @@
+"""Atlas pass against a bare forward pass, side by side in one run, on the embedded model.
+
+    python benchmarks/bench_atlas.py [--tokens 8192] [--threads 2] [--device cpu]
+
+For each batch of 16 windows x 256 tokens it times (alternating, so drift hits both alike):
+  bare      model(input_ids): the full causal-LM forward, what the original procedure runs per batch
+  base      the decoder stack alone, without the LM head (the atlas does not need logits)
+  atlas     the atlas pass over the same windows: every unit of resid_pre, ln_final and mlp_post
+Then peak RSS of an atlas run over N and 2N tokens, each in a fresh process (memory must not grow
+with corpus length). Prints a table, then one JSON line with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def rss_child(tokens: int, device: str, threads: int, model: str, corpus: str) -> float:
+    """Peak RSS (MB) of a fresh process that runs the atlas pass over the first `tokens` tokens."""
+    code = (
+        "import sys, torch, resource\n"
+        f"torch.set_num_threads({threads})\n"
+        "from maxact.models import load_model\n"
+        "from maxact.corpus import load_corpus\n"
+        "from maxact.api import corpus_tokens\n"
+        "from maxact.engine.runner import AtlasRun, AtlasConfig\n"
+        f"lm = load_model({model!r}, device='{device}')\n"
+        f"toks = corpus_tokens(lm, load_corpus({corpus!r}))[:{tokens}]\n"
+        f"AtlasRun(lm, toks, AtlasConfig(device='{device}')).run(progress=False)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--tokens", type=int, default=0, help="tokens timed (0: the whole corpus, in whole batches)")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--corpus", default="looking-glass")
+    p.add_argument("--windows-per-batch", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--rss-tokens", type=int, default=16384, help="N for the memory check (N and 2N; 0: skip)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from maxact.api import corpus_tokens
+    from maxact.corpus import load_corpus
+    from maxact.engine.runner import AtlasConfig, AtlasRun
+    from maxact.models import load_model
+
+    lm = load_model(args.model, device=args.device)
+    all_tokens = corpus_tokens(lm, load_corpus(args.corpus))
+    per_batch = args.windows_per_batch * 256
+    n_timed = (args.tokens or len(all_tokens)) // per_batch * per_batch
+    tokens = all_tokens[:n_timed]
+    config = AtlasConfig(model=args.model, device=args.device, windows_per_batch=args.windows_per_batch)
+    run = AtlasRun(lm, tokens, config)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    ids_all = torch.from_numpy(tokens.astype(np.int64)).view(-1, args.windows_per_batch, 256).to(args.device)
+    with torch.inference_mode():  # warm-up (allocator, kernels) on a batch not timed
+        lm.model(ids_all[0])
+        lm.adapter.base_model()(input_ids=ids_all[0])
+        AtlasRun(lm, all_tokens[-per_batch:], config).run(progress=False)
+    t = {"bare": 0.0, "base": 0.0, "atlas": 0.0}
+    for ids in ids_all:
+        with torch.inference_mode():
+            sync(); s = time.perf_counter(); lm.model(ids); sync(); t["bare"] += time.perf_counter() - s
+            s = time.perf_counter(); lm.adapter.base_model()(input_ids=ids); sync(); t["base"] += time.perf_counter() - s
+        s = time.perf_counter(); run.run(progress=False, stop_after_batches=1); sync(); t["atlas"] += time.perf_counter() - s
+    n = ids_all.numel()
+    units = sum(a.width for a in run.acc.values())
+    n_book = len(all_tokens)
+    fig = {
+        "device": args.device if args.device != "cuda" else torch.cuda.get_device_name(),
+        "threads": args.threads, "tokens": n, "units": units,
+        "bare_tokens_per_s": round(n / t["bare"], 1),
+        "base_tokens_per_s": round(n / t["base"], 1),
+        "atlas_tokens_per_s": round(n / t["atlas"], 1),
+        "atlas_over_bare": round(t["atlas"] / t["bare"], 3),
+        "atlas_over_base": round(t["atlas"] / t["base"], 3),
+        # the reference question (one unit's tally): 1000 batches x 32 x 256 token-forwards, against
+        # one pass over the book that answers every unit at once
+        "forward_tokens_original": 1000 * 32 * 256,
+        "forward_tokens_atlas": n_book,
+        "forward_ratio": round(1000 * 32 * 256 / n_book, 1),
+    }
+    if args.rss_tokens:
+        r1 = rss_child(args.rss_tokens, args.device, args.threads, args.model, args.corpus)
+        r2 = rss_child(2 * args.rss_tokens, args.device, args.threads, args.model, args.corpus)
+        fig.update({"rss_mb_n": round(r1), "rss_mb_2n": round(r2), "rss_ratio": round(r2 / r1, 3),
+                    "rss_tokens_n": args.rss_tokens})
+    print(f"{'':<8}{'tokens/s':>10}{'seconds':>9}")
+    for k in ("bare", "base", "atlas"):
+        print(f"{k:<8}{n / t[k]:>10.1f}{t[k]:>9.2f}")
+    print(f"atlas / bare wall time: {fig['atlas_over_bare']:.3f}   (atlas / base: {fig['atlas_over_base']:.3f}), "
+          f"{units} units")
+    print(f"forward tokens for one unit's tally: original {fig['forward_tokens_original']:,} vs atlas "
+          f"{n_book:,} for every unit ({fig['forward_ratio']}x fewer)")
+    if args.rss_tokens:
+        print(f"peak RSS: {fig['rss_mb_n']} MB at {args.rss_tokens} tokens, {fig['rss_mb_2n']} MB at "
+              f"{2 * args.rss_tokens} ({fig['rss_ratio']}x)")
+    print(json.dumps(fig))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()

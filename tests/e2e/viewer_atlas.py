@@ -1,0 +1,76 @@
+"""A tiny atlas for the viewer's tests, whose corpus carries markup that must stay inert.
+
+A tiny random Llama (tests/tiny_models.py) is saved with ``save_pretrained`` beside a word-level
+tokenizer that splits on whitespace only, so ``<script>alert(1)</script>`` is one token of the
+vocabulary and shows up in contexts, tallies and token searches. The model folder is the atlas's
+model name, so live text loads it offline in well under a second. Shared by
+tests/unit/test_web.py and tests/e2e/test_viewer_browser.py.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+from tiny_models import VOCAB, tiny_model
+
+INJECTIONS = ("<script>alert(1)</script>", "<img/src=x/onerror=alert(2)>", "&lt;b&gt;", '"quoted"')
+WORDS = tuple(f"w{i}" for i in range(1, VOCAB - len(INJECTIONS)))
+
+
+def save_tiny_model(folder: Path) -> str:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0}
+    for t in INJECTIONS + WORDS:
+        vocab[t] = len(vocab)
+    assert len(vocab) <= VOCAB
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(folder)
+    tiny_model("llama").save_pretrained(folder)
+    return str(folder)
+
+
+def corpus_text(n: int = 700, seed: int = 0) -> str:
+    """Words with a skewed frequency, the injections among them often enough to be tracked."""
+    rng = random.Random(seed)
+    weights = [1.0 / (1 + i) ** 0.7 for i in range(len(WORDS))]
+    out = []
+    for i in range(n):
+        if i % 23 == 5:
+            out.append(INJECTIONS[(i // 23) % len(INJECTIONS)])
+        else:
+            out.append(rng.choices(WORDS, weights)[0])
+    return " ".join(out) + "\n"
+
+
+def build_viewer_atlas(root: Path) -> tuple[Path, str]:
+    """(atlas dir, model folder) under root."""
+    from maxact.corpus import load_corpus, tokenize
+    from maxact.engine.build import build_atlas
+    from maxact.engine.runner import AtlasConfig
+    from maxact.models.loading import load_model
+
+    model_dir = save_tiny_model(root / "tiny-llama")
+    text_path = root / "markup-corpus.txt"
+    text_path.write_text(corpus_text(), encoding="utf-8")
+    lm = load_model(model_dir)
+    corpus = load_corpus(text_path)
+    tokens = tokenize(corpus.text, lm.tokenizer)
+    config = AtlasConfig(model=model_dir, corpus=str(text_path), seq=32, k=8, k_ctx=4, max_types=64,
+                         windows_per_batch=4, ref_batch=4, ref_samples=200, seed=0)
+    out = root / "atlas"
+    build_atlas(lm, corpus, tokens, config, out, progress=False, echo=lambda m: None)
+    return out, model_dir
+
+
+def start_server(atlas_dir, model=None):
+    """make_server on a free port of 127.0.0.1, served from a daemon thread: (server, url)."""
+    from maxact.web.server import make_server
+
+    server, url = make_server(atlas_dir, "127.0.0.1", 0, model)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, url.rstrip("/")
