@@ -67,6 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--k", default="auto", help="atlas top-K per unit, or 'auto' (see the notes)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--show", type=int, default=12, help="selected units listed beside the disagreements")
+    p.add_argument("--rows", type=Path, default=None, help="write every unit's comparison here (JSON)")
     p.add_argument("--no-alias", action="store_true",
                    help="build L{N}.resid_pre under its own name (may add a block to the atlas pass)")
     return p.parse_args(argv)
@@ -93,7 +94,6 @@ def alias_holds(lm, tokens: np.ndarray, units) -> bool:
     import torch
 
     from maxact.capture import capture
-    from maxact.units import SiteRef
 
     pairs = {(u.site_ref, atlas_unit_of(u, True).site_ref) for u in units}
     pairs = [(a, b) for a, b in pairs if a != b]
@@ -243,6 +243,26 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
+SHARE_BINS = (0.0, 0.1, 0.2, 0.4, 1.01)
+
+
+def by_share(rows: list[dict]) -> list[dict]:
+    """Top-token agreement by the exact top token's share (units away from position 0), and for the
+    units whose exact wins sit mostly at position 0."""
+    out = []
+    away = [r for r in rows if r["exact_pos0"] < MAX_POS0]
+    for lo, hi in zip(SHARE_BINS, SHARE_BINS[1:]):
+        rs = [r for r in away if lo <= r["exact_share"] < hi]
+        out.append({"bin": f"{lo:.1f}-{min(hi, 1.0):.1f}", "units": len(rs),
+                    "agreement": float(np.mean([r["exact_top"] == r["atlas_top"] for r in rs])) if rs else None,
+                    "ties": sum(r["exact_tied"] for r in rs)})
+    rs = [r for r in rows if r["exact_pos0"] >= MAX_POS0]
+    out.append({"bin": "pos0>=0.5", "units": len(rs),
+                "agreement": float(np.mean([r["exact_top"] == r["atlas_top"] for r in rs])) if rs else None,
+                "ties": sum(r["exact_tied"] for r in rs)})
+    return out
+
+
 def fmt(x, spec=".3f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -261,21 +281,27 @@ def print_report(rows: list[dict], per_site: dict, total: dict, text, args, k: i
               f"{fmt(s['agreement']):>10}{fmt(s['agreement_all']):>10}{fmt(s['mean_abs_share_diff']):>9}"
               f"{fmt(s['sim_agreement']):>8}{fmt(s['batch_token_agree']):>10}"
               f"{fmt(s['batch_position_agree']):>10}{fmt(s['atlas_miss']):>7}")
+    print("\ntop-token agreement by exact top share (units with < 50% of wins at position 0), and"
+          " for position-0 units\n  (ties: units whose exact top two tokens won equally often)")
+    for b in by_share(rows):
+        print(f"  {b['bin']:<10}{b['units']:>6} units  agreement {fmt(b['agreement']):>6}  ties {b['ties']}")
     sel = [r for r in rows if r["exact_share"] >= MIN_SHARE and r["exact_pos0"] < MAX_POS0]
     bad = [r for r in sel if r["exact_top"] != r["atlas_top"]]
     good = sorted((r for r in sel if r["exact_top"] == r["atlas_top"]), key=lambda r: -r["exact_share"])
     cols = (f"{'unit':<18}{'exact top':<14}{'share':>6}{'2nd':>6}{'pos0':>6}  {'atlas top':<14}"
-            f"{'share':>6}{'of ex.':>7}{'ex. of':>7}{'miss':>6}{'sim top':<14}")
+            f"{'share':>6}{'of ex.':>7}{'ex. of':>7}{'pos0':>6}{'miss':>6}  {'sim top':<14}")
 
     def line(r):
         return (f"{r['unit']:<18}{text(r['exact_top'])!r:<14.14}{r['exact_share']:>6.2f}"
                 f"{r['exact_second_share']:>6.2f}{r['exact_pos0']:>6.2f}  {text(r['atlas_top'])!r:<14.14}"
                 f"{r['atlas_share']:>6.2f}{r['atlas_share_of_exact_top']:>7.2f}"
-                f"{r['exact_share_of_atlas_top']:>7.2f}{r['atlas_miss']:>6.2f} {text(r['sim_top'])!r:<14.14}")
+                f"{r['exact_share_of_atlas_top']:>7.2f}{r['atlas_pos0']:>6.2f}{r['atlas_miss']:>6.2f}  "
+                f"{text(r['sim_top'])!r:<14.14}")
 
     print(f"\nselected units where the top token disagrees ({len(bad)}):"
-          "\n  share/2nd/pos0: exact; atlas share, 'of ex.' = atlas expected share of the exact top,"
-          " 'ex. of' = exact share of the atlas top")
+          "\n  exact: share, 2nd = runner-up share, pos0 = share of wins at window position 0;"
+          "\n  atlas (expected): share, 'of ex.' = its share of the exact top, 'ex. of' = exact share"
+          " of the atlas top, pos0, miss = P(batch won outside the top-K); sim top: seeded simulation")
     if bad:
         print(cols)
         for r in bad:
@@ -334,6 +360,10 @@ def main(argv=None) -> int:
     total = summarize(rows)
     print_report(rows, per_site, total, atlas.token_text, args, k)
 
+    if args.rows is not None:
+        args.rows.write_text(json.dumps(
+            [{**r, "exact_top_text": atlas.token_text(r["exact_top"]), "atlas_top_text": atlas.token_text(r["atlas_top"])}
+             for r in rows], ensure_ascii=False, indent=0))
     ok = total["agreement"] is not None and total["agreement"] >= REQUIRED
     print(f"\ntiming: exact {exact_s:.1f} s ({args.samples * args.batch * args.seq} token-forwards); atlas "
           f"pass+write {build_s:.1f} s{' (recorded when built; reused now)' if reused else ''} "
@@ -354,6 +384,7 @@ def main(argv=None) -> int:
         "sim_agreement": total["sim_agreement"], "batch_token_agree": total["batch_token_agree"],
         "per_site": {name: {key: (round(v, 4) if isinstance(v, float) else v) for key, v in s.items()}
                      for name, s in per_site.items()},
+        "by_share": by_share(rows),
         "disagree": [r["unit"] for r in rows if r["exact_share"] >= MIN_SHARE
                      and r["exact_pos0"] < MAX_POS0 and r["exact_top"] != r["atlas_top"]],
     }))

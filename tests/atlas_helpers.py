@@ -73,7 +73,8 @@ def single_thread():
 
 
 def build_tiny_atlas(out, family: str = "llama", n_tokens: int = 700, seed: int = 0, **config):
-    """build_atlas on tiny_loaded(family) over random tokens; returns (lm, tokens, Atlas, AtlasConfig).
+    """build_atlas on tiny_loaded(family) over random tokens; returns (lm, tokens, Atlas, AtlasConfig)
+    (the Atlas is None for a shard, which writes a partial).
 
     ``config`` overrides AtlasConfig fields (defaults: seq 32, K 8, k_ctx 4, every site)."""
     from maxact.engine.build import build_atlas
@@ -87,7 +88,7 @@ def build_tiny_atlas(out, family: str = "llama", n_tokens: int = 700, seed: int 
     cfg = AtlasConfig(**{**settings, **config})
     with single_thread():
         build_atlas(lm, synthetic_corpus(), tokens, cfg, Path(out), progress=False, echo=lambda m: None)
-    return lm, tokens, Atlas(out), cfg
+    return lm, tokens, (Atlas(out) if cfg.shard is None else None), cfg
 
 
 def run_cli(*args):

@@ -116,19 +116,17 @@ def test_reference_list_is_top_k_over_all_positions(brute):
 
 
 def test_contexts_are_the_captured_activations(brute):
+    units = np.arange(brute.acts.shape[1])[:, None, None]
     for part, largest in (("top", True), ("bottom", False)):
         ctx = np.asarray(brute.atlas[f"{part}_context.npy"])  # (U, KC, C) float16
         assert ctx.shape == (brute.atlas.n_units, KC, C_BEFORE + C_AFTER) and ctx.dtype == np.float16
-        _, bp = brute.ranked(largest, False, KC)
-        expect = np.full(ctx.shape, np.nan, dtype=np.float16)
-        for u in range(ctx.shape[0]):
-            for r in range(KC):
-                p = int(bp[u, r])
-                w0 = p - p % SEQ
-                for j, q in enumerate(range(p - C_BEFORE, p + C_AFTER)):
-                    if w0 <= q < min(w0 + SEQ, N_TOKENS):  # context never crosses a window edge
-                        expect[u, r, j] = brute.acts[q, u]
+        _, bp = brute.ranked(largest, False, KC)  # (U, KC)
+        q = bp[:, :, None] + np.arange(-C_BEFORE, C_AFTER)  # (U, KC, C) corpus positions around each
+        w0 = (bp - bp % SEQ)[:, :, None]
+        inside = (q >= w0) & (q < np.minimum(w0 + SEQ, N_TOKENS))  # never across a window edge
+        expect = np.where(inside, brute.acts[np.clip(q, 0, N_TOKENS - 1), units], np.nan).astype(np.float16)
         np.testing.assert_array_equal(ctx, expect, err_msg=part)  # NaN == NaN here
+        assert inside[:, :, C_BEFORE].all() and (~inside).any()  # the example itself; some edges
 
 
 def test_moments_match_numpy(brute):
@@ -298,8 +296,6 @@ def test_killed_run_resumes_bit_identical(atlas_args, one_run, corpus_file, tmp_
     before = ckpt.read_bytes()
     line = error_line(cli(*atlas_args, "--out", out, "--resume", "--k", "4"))
     assert "different configuration" in line and "k: 8 there, 4 now" in line
-    line = error_line(cli(*atlas_args, "--out", out, "--resume", "--seed", "5"))
-    assert "seed: 0 there, 5 now" in line
     assert ckpt.read_bytes() == before
 
     # the same options, over a corpus file that changed since: refused too (bug fix: it mixed them)
@@ -364,14 +360,31 @@ def test_merged_shards_equal_one_run(shards, one_run, tmp_path):
     sa, sb = a[F.STATS], b[F.STATS]
     for name in ("count", "frac_pos", "min", "max"):
         np.testing.assert_array_equal(sa[name], sb[name], err_msg=name)
-    for name in ("mean", "std", "skew", "kurtosis"):
-        np.testing.assert_allclose(sa[name], sb[name], rtol=1e-9, atol=1e-12, err_msg=name)
+    for name in ("mean", "std", "skew", "kurtosis"):  # float32 batch moments, batched differently
+        np.testing.assert_allclose(sa[name], sb[name], rtol=1e-5, atol=1e-7, err_msg=name)
     np.testing.assert_allclose(a[F.TUNING_MEANS], b[F.TUNING_MEANS], rtol=1e-5, atol=1e-6)
     ra, rb = a[F.REF], b[F.REF]
     for name in ("top_token", "x_top_token", "best_token", "top_share", "pos0_share", "miss"):
         np.testing.assert_array_equal(ra[name], rb[name], err_msg=name)
     np.testing.assert_allclose(ra["best_z"], rb["best_z"], rtol=1e-4)
     assert b.manifest["merged_from"] == 3 and b.manifest["windows"] == [[0, 41], [41, 83], [83, 125]]
+
+
+@pytest.mark.parametrize("seq", [16, pytest.param(12, marks=pytest.mark.xfail(strict=True, reason=(
+    "open bug: the histogram subsample is every HIST_STRIDE-th row of each batch, so when seq is not "
+    "a multiple of HIST_STRIDE it depends on how windows fall into batches, and shards differ")))])
+def test_merged_histograms_equal_one_run_for_any_seq(tmp_path, seq):
+    from maxact.engine.build import merge_partials
+
+    common = dict(n_tokens=600, seq=seq, sites=("resid_pre",), layers=(0,), windows_per_batch=2)
+    _, _, one, _ = build_tiny_atlas(tmp_path / "one", **common)
+    for i in range(3):
+        build_tiny_atlas(tmp_path / f"s{i}", shard=(i, 3), **common)
+    with single_thread():
+        merge_partials([tmp_path / f"s{i}" for i in range(3)], tmp_path / "m", echo=lambda m: None)
+    merged = Atlas(tmp_path / "m")
+    np.testing.assert_array_equal(merged[F.TOP_POSITIONS], one[F.TOP_POSITIONS])
+    np.testing.assert_array_equal(merged[F.HIST], one[F.HIST])
 
 
 def test_merge_refuses_overlaps_other_options_and_non_partials(atlas_args, shards, one_run, tmp_path):
@@ -434,21 +447,28 @@ def test_show_json(one_run, folder):
 
 
 def test_find_json(one_run):
-    found = json.loads(ok(cli("find", one_run, "--token", "w5", "--json")).stdout)
-    assert found["token"] == "w5" and found["token_id"] == 5
     a = Atlas(one_run)
-    assert found["occurrences"] == int((a.tokens == 5).sum())
+    tracked = np.asarray(a[F.TUNING_IDS])
+    tid = int(tracked[0])  # the most frequent token type
+    text = a.token_text(tid)
+    found = json.loads(ok(cli("find", one_run, "--token", text, "--json")).stdout)
+    assert found["token"] == text and found["token_id"] == tid
+    assert found["occurrences"] == int((a.tokens == tid).sum())
     zs = [u["z"] for u in found["units"]]
     assert len(zs) == 20 and zs == sorted(zs, reverse=True)
-    v = int(np.nonzero(np.asarray(a[F.TUNING_IDS]) == 5)[0][0])
     st = a[F.STATS]
-    z = (a[F.TUNING_MEANS][v] - st["mean"]) / st["std"]
+    z = (a[F.TUNING_MEANS][0] - st["mean"]) / st["std"]
     assert zs[0] == pytest.approx(np.nanmax(z), rel=1e-6)
-    found = json.loads(ok(cli("find", one_run, "--token", "w5", "--site", "mlp_post", "--json")).stdout)
-    assert all(".mlp_post:" in u["unit"] for u in found["units"])
-    assert "w5" in ok(cli("find", one_run, "--token", "w5")).stdout
+    best = found["units"][0]
+    assert best["unit"] == str(a.unit_at(int(np.nanargmax(z))))
+    found = json.loads(ok(cli("find", one_run, "--token", text, "--site", "mlp_post", "--json")).stdout)
+    assert found["units"] and all(".mlp_post:" in u["unit"] for u in found["units"])
+    assert text in ok(cli("find", one_run, "--token", text)).stdout
     line = error_line(cli("find", one_run, "--token", " before"))
     assert "' before'" in line and "not in the vocabulary" in line
+    untracked = next(t for t in range(1, 97) if t not in set(tracked.tolist()))
+    line = error_line(cli("find", one_run, "--token", f"w{untracked}"))
+    assert "is not among the 40 token types the atlas tracks (raise --max-types)" in line
 
 
 def test_export_parquet_is_queryable(one_run, tmp_path):
@@ -464,9 +484,9 @@ def test_export_parquet_is_queryable(one_run, tmp_path):
     assert tokens.num_rows == N_WORDS
     duckdb = pytest.importorskip("duckdb")
     p = tmp_path / "pq"
-    assert duckdb.sql(f"select count(*) from '{p / 'units.parquet'}'").fetchone()[0] == a.n_units
-    got = duckdb.sql(f"select max(value) from '{p / 'examples.parquet'}' "
-                     "where unit = 'L1.mlp_post:3' and kind in ('top', 'top0')").fetchone()[0]
+    assert duckdb.sql(f"select count(*) from '{p / 'units.parquet'}'").fetchall() == [(a.n_units,)]
+    (got,), = duckdb.sql(f"select max(value) from '{p / 'examples.parquet'}' "
+                         "where unit = 'L1.mlp_post:3' and kind in ('top', 'top0')").fetchall()
     assert got == pytest.approx(float(a[F.STATS]["max"][a.row("L1.mlp_post:3")]))
     joined = duckdb.sql(f"select e.position, t.token_id, e.token_id from '{p / 'examples.parquet'}' e "
                         f"join '{p / 'tokens.parquet'}' t using (position) where e.token_id <> t.token_id")
@@ -515,12 +535,13 @@ def test_sample_atlas_answers_in_well_under_a_second(one_run):
 def test_atlas_commands_do_not_load_torch(one_run, tmp_path):
     """show, find, export and sample --atlas read the store with numpy alone (bug fix: they pulled
     in torch, and sample --atlas matplotlib, several seconds before the first line)."""
+    token = f"w{int(np.load(one_run / F.TUNING_IDS)[0])}"  # a tracked token
     code = f"""
 import sys
 from click.testing import CliRunner
 from maxact.cli import main
 for args in (["show", {str(one_run)!r}, "L1.mlp_post:3", "--json"],
-             ["find", {str(one_run)!r}, "--token", "w5"],
+             ["find", {str(one_run)!r}, "--token", {token!r}, "--json"],
              ["export", {str(one_run)!r}, "--parquet", {str(tmp_path / 'pq')!r}],
              ["sample", "--atlas", {str(one_run)!r}, "--unit", "L0.resid_pre:1", "--seq", "16"]):
     r = CliRunner().invoke(main, args)

@@ -43,38 +43,26 @@ class StreamingTopK:
         N = W * T
         flat = acts.reshape(N, U)
         fill = float("-inf") if self.largest else float("inf")
-        # Rows go in G = 4K groups of s consecutive rows (padded with rows that cannot enter).
-        # The best of each of K coarse groups (4 fine ones each) is a distinct element, so the
-        # batch's K-th best is at least the worst coarse best: fine groups whose best is below
-        # that, or below the K-th best so far, cannot contribute, and only the few remaining
-        # (group, unit) pairs are looked at.
-        # Small batches (window position 0 alone) skip the grouping: one row per group, no bound.
-        G = 4 * self.k if N > 4 * self.k else N
-        s = -(-N // G)
+        # Rows go in G groups of s consecutive rows (padded with rows that cannot enter). A group
+        # whose best is below the K-th best so far cannot contribute. Early in a run, when that
+        # leaves many groups, the K-th best group best sharpens the bar: those K group bests are
+        # distinct elements, so the batch's own K-th best is at least that high. Only the rows of
+        # the few remaining (group, unit) pairs are then ranked, exactly, by their keys.
+        s = max(1, N // (8 * self.k))
+        G = -(-N // s)
         if G * s != N:
             flat = torch.cat([flat, flat.new_full((G * s - N, U), fill)])
         groups = flat.view(G, s, U)
+        best = groups.amax(1) if self.largest else groups.amin(1)  # (G, U)
         thr = self._threshold()
-        if self.largest:
-            best = groups.amax(1)  # (G, U)
-            if G == 4 * self.k:
-                thr = torch.maximum(thr, best.view(self.k, 4, U).amax(1).amin(0))
-            cand = best >= thr
-        else:
-            best = groups.amin(1)
-            if G == 4 * self.k:
-                thr = torch.minimum(thr, best.view(self.k, 4, U).amin(1).amax(0))
-            cand = best <= thr
-        if int(cand.sum()) * s * 4 > N * U:
-            # early in a run nearly every group is a candidate: one dense topk is cheaper
-            # (keys, not floats: a float topk may break ties at the K-th value either way)
-            cols = torch.arange(U, device=flat.device)
-            keys = pack(flat[:N], positions.reshape(-1, 1), self.largest)  # (N, U)
-            keys.masked_fill_(flat[:N] == fill, EMPTY)
-            new, rows = keys.topk(min(self.k, N), dim=0)  # (k, U)
-            new, row_of_new = new.T.contiguous(), rows.T.contiguous()  # (U, k)
-        else:
-            cols, new, row_of_new = self._sparse_candidates(flat, cand, positions, s, N, fill)
+        cand = (best >= thr) if self.largest else (best <= thr)
+        if G >= self.k and int(cand.sum()) * 8 > G * U:
+            kth = best.topk(self.k, dim=0, largest=self.largest).values[-1]  # (U,)
+            thr = torch.maximum(thr, kth) if self.largest else torch.minimum(thr, kth)
+            cand = (best >= thr) if self.largest else (best <= thr)
+        cols, new, row_of_new = self._sparse_candidates(flat, cand, positions, s, N, fill)
+        if cols is None:
+            return
         both = torch.cat([self.keys[cols], new], dim=1)  # (c, K + groups * s)
         merged, src = both.topk(self.k, dim=1)  # (c, K)
         self.keys[cols] = merged
@@ -86,6 +74,8 @@ class StreamingTopK:
         """Keys (c, groups * s) of the rows of candidate groups, per candidate column."""
         U = flat.shape[1]
         pairs = cand.T.nonzero()  # (P, 2) [unit, group], sorted by unit
+        if len(pairs) == 0:
+            return None, None, None
         unit, group = pairs[:, 0], pairs[:, 1]
         cols, counts = torch.unique_consecutive(unit, return_counts=True)  # (c,), (c,)
         first = torch.cumsum(counts, 0) - counts  # (c,) index of each column's first pair
