@@ -135,8 +135,9 @@ def test_moments_match_numpy(brute):
     assert (st["count"] == N_TOKENS).all()
     np.testing.assert_allclose(st["mean"], x.mean(0), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(st["std"], x.std(0), rtol=1e-5, atol=1e-7)
-    d = x - x.mean(0)
-    var = x.var(0)
+    xs = x[brute.pos % HIST_STRIDE == 0]  # skew and kurtosis: the fixed 1-in-HIST_STRIDE subsample
+    d = xs - xs.mean(0)
+    var = xs.var(0)
     np.testing.assert_allclose(st["skew"], (d**3).mean(0) / var**1.5, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(st["kurtosis"], (d**4).mean(0) / var**2 - 3, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(st["frac_pos"], (x > 0).mean(0))
@@ -144,8 +145,8 @@ def test_moments_match_numpy(brute):
     np.testing.assert_array_equal(st["min"], brute.acts.min(0))
 
 
-def test_histogram_counts_every_fourth_token_of_each_window(brute):
-    # windows of 32 (and the tail of 28) are multiples of HIST_STRIDE: the subsample is p % 4 == 0
+def test_histogram_counts_positions_multiple_of_stride(brute):
+    # the histogram's subsample is the tokens at corpus positions p with p % HIST_STRIDE == 0
     sub = torch.from_numpy(np.ascontiguousarray(brute.acts[brute.pos % HIST_STRIDE == 0]))
     bins = bin_of(sub).numpy()  # (n/4, U); bin_of itself is checked against its bounds elsewhere
     expect = np.zeros((brute.acts.shape[1], N_BINS), dtype=np.int64)
@@ -361,7 +362,7 @@ def test_merged_shards_equal_one_run(shards, one_run, tmp_path):
     for name in ("count", "frac_pos", "min", "max"):
         np.testing.assert_array_equal(sa[name], sb[name], err_msg=name)
     for name in ("mean", "std", "skew", "kurtosis"):  # float32 batch moments, batched differently
-        np.testing.assert_allclose(sa[name], sb[name], rtol=1e-5, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(sa[name], sb[name], rtol=1e-5, atol=1e-6, err_msg=name)
     np.testing.assert_allclose(a[F.TUNING_MEANS], b[F.TUNING_MEANS], rtol=1e-5, atol=1e-6)
     ra, rb = a[F.REF], b[F.REF]
     for name in ("top_token", "x_top_token", "best_token", "top_share", "pos0_share", "miss"):
@@ -370,9 +371,7 @@ def test_merged_shards_equal_one_run(shards, one_run, tmp_path):
     assert b.manifest["merged_from"] == 3 and b.manifest["windows"] == [[0, 41], [41, 83], [83, 125]]
 
 
-@pytest.mark.parametrize("seq", [16, pytest.param(12, marks=pytest.mark.xfail(strict=True, reason=(
-    "open bug: the histogram subsample is every HIST_STRIDE-th row of each batch, so when seq is not "
-    "a multiple of HIST_STRIDE it depends on how windows fall into batches, and shards differ")))])
+@pytest.mark.parametrize("seq", [16, 12])  # 12: not a multiple of the histogram's stride
 def test_merged_histograms_equal_one_run_for_any_seq(tmp_path, seq):
     from maxact.engine.build import merge_partials
 

@@ -2,7 +2,8 @@
 
 Each batch's central moments are computed in float32 around the batch mean, then folded into
 float64 running totals, so huge activations (attention sinks reach ~1e3) lose no precision to
-cancellation. Histogram bins are the same for every unit and every run (see ``bin_of``), so histograms add
+cancellation. Mean, std and frac > 0 use every token; skew, kurtosis and the histogram a fixed
+1-in-HIST_STRIDE subsample of corpus positions (their cost would otherwise rival the forward pass). Histogram bins are the same for every unit and every run (see ``bin_of``), so histograms add
 exactly across shards.
 """
 
@@ -15,7 +16,7 @@ import torch
 # two bins per octave ([2**e, 1.5 * 2**e) and [1.5 * 2**e, 2**(e+1))), |x| from 2**-10 to 2**12, plus an underflow bin (|x| < 2**-10) and an overflow
 # bin per sign, and a bin for exact zeros per sign. No search, a few integer passes.
 _MAG_BINS = 47  # 0: zero; 1: (0, 2**-10); 2..45: half-octaves; 46: >= 2**12 (saturating)
-HIST_STRIDE = 8  # the histogram counts every 8th token of each batch (a fixed subsample)
+HIST_STRIDE = 8  # skew, kurtosis and histogram: tokens at corpus positions that are multiples of 8
 N_BINS = 2 * _MAG_BINS  # bins 0..46 negative (most negative first), 47..93 positive
 _CODE_OFFSET = 232  # code = 2 * biased exponent + top mantissa bit; 2**-10 has code 234
 
@@ -42,42 +43,30 @@ def bin_of(x: torch.Tensor) -> torch.Tensor:
     return (_MAG_BINS + mag + sign * (2 * mag + 1)).long()
 
 
-class StreamingMoments:
-    def __init__(self, n_units: int, device="cpu"):
+class _Central:
+    """count, mean and central moment sums M2..M4 of a stream, folded pairwise (float64)."""
+
+    def __init__(self, n_units: int, device):
         z = lambda: torch.zeros(n_units, dtype=torch.float64, device=device)  # noqa: E731
         self.count = 0
         self.mean, self.m2, self.m3, self.m4 = z(), z(), z(), z()
-        self.n_pos = torch.zeros(n_units, dtype=torch.int64, device=device)
-        self.hist_t = torch.zeros(N_BINS, n_units, dtype=torch.int64, device=device)  # (NB, U)
-        self._ones_cache: torch.Tensor | None = None
 
-    def _ones(self, n: int, u: int) -> torch.Tensor:
-        if self._ones_cache is None or self._ones_cache.shape[0] < n:
-            self._ones_cache = torch.ones(n, u, dtype=torch.int64, device=self.hist_t.device)
-        return self._ones_cache[:n]
-
-    @property
-    def hist(self) -> torch.Tensor:
-        """(U, N_BINS) int64 counts."""
-        return self.hist_t.T
-
-
-    def update(self, x: torch.Tensor) -> None:
-        """x: (N, U) float32, every token of the batch."""
-        n, u = x.shape
+    def add(self, x: torch.Tensor, higher: bool) -> None:
+        """x: (n, U) float32; M3 and M4 only when ``higher``."""
+        n = x.shape[0]
+        if n == 0:
+            return
         mean_b = x.mean(0)  # (U,)
-        d = x - mean_b  # (N, U)
-        d2 = d * d
-        m2 = d2.sum(0)
-        m3 = (d2 * d).sum(0)
-        m4 = d2.mul_(d2).sum(0)
-        del d, d2
-        self._fold(n, mean_b.double(), m2.double(), m3.double(), m4.double())
-        self.n_pos += x.clamp(min=0).sign_().sum(0).long()  # exact count of x > 0
-        sub = x[:: HIST_STRIDE]  # (N / HIST_STRIDE, U) the histogram's fixed token subsample
-        self.hist_t.scatter_add_(0, bin_of(sub.contiguous()), self._ones(sub.shape[0], u))
+        d = x - mean_b  # (n, U)
+        if higher:
+            d2 = d * d
+            m2, m3, m4 = d2.sum(0), torch.linalg.vecdot(d2, d, dim=0), torch.linalg.vecdot(d2, d2, dim=0)
+        else:
+            m2 = torch.linalg.vecdot(d, d, dim=0)
+            m3 = m4 = torch.zeros_like(m2)
+        self.fold(n, mean_b.double(), m2.double(), m3.double(), m4.double())
 
-    def _fold(self, nb, mean_b, m2b, m3b, m4b) -> None:
+    def fold(self, nb, mean_b, m2b, m3b, m4b) -> None:
         na = self.count
         if na == 0:
             self.count, self.mean, self.m2, self.m3, self.m4 = nb, mean_b, m2b, m3b, m4b
@@ -98,34 +87,80 @@ class StreamingMoments:
         self.mean = self.mean + d_n * nb
         self.count = n
 
+    def merge(self, other: _Central) -> None:
+        if other.count:
+            self.fold(other.count, other.mean, other.m2, other.m3, other.m4)
+
+    def state(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {f"{prefix}count": torch.tensor(self.count), f"{prefix}mean": self.mean,
+                f"{prefix}m2": self.m2, f"{prefix}m3": self.m3, f"{prefix}m4": self.m4}
+
+    def load_state(self, s, prefix: str) -> None:
+        self.count = int(s[f"{prefix}count"])
+        self.mean, self.m2, self.m3, self.m4 = (s[f"{prefix}{k}"] for k in ("mean", "m2", "m3", "m4"))
+
+
+class StreamingMoments:
+    """Every token: count, mean, variance, count of x > 0. Every token whose corpus position is a
+    multiple of HIST_STRIDE (a fixed subsample, the same however the corpus is cut into batches or
+    shards): skew, kurtosis and the histogram."""
+
+    def __init__(self, n_units: int, device="cpu"):
+        self.full = _Central(n_units, device)
+        self.sub = _Central(n_units, device)
+        self.n_pos = torch.zeros(n_units, dtype=torch.int64, device=device)
+        self.hist_t = torch.zeros(N_BINS, n_units, dtype=torch.int64, device=device)  # (NB, U)
+        self._ones_cache: torch.Tensor | None = None
+
+    def _ones(self, n: int, u: int) -> torch.Tensor:
+        if self._ones_cache is None or self._ones_cache.shape[0] < n:
+            self._ones_cache = torch.ones(n, u, dtype=torch.int64, device=self.hist_t.device)
+        return self._ones_cache[:n]
+
+    @property
+    def count(self) -> int:
+        return self.full.count
+
+    @property
+    def hist(self) -> torch.Tensor:
+        """(U, N_BINS) int64 counts."""
+        return self.hist_t.T
+
+    def update(self, x: torch.Tensor, positions: torch.Tensor) -> None:
+        """x: (N, U) float32, every token of the batch; positions: (N,) int64 corpus positions."""
+        self.full.add(x, higher=False)
+        self.n_pos += x.clamp(min=0).sign_().sum(0).long()  # exact count of x > 0
+        rows = (positions % HIST_STRIDE == 0).nonzero().squeeze(1)
+        sub = x.index_select(0, rows)  # (N / HIST_STRIDE, U)
+        self.sub.add(sub, higher=True)
+        self.hist_t.scatter_add_(0, bin_of(sub), self._ones(sub.shape[0], x.shape[1]))
+
     def merge(self, other: StreamingMoments) -> None:
         self.hist_t += other.hist_t
         self.n_pos += other.n_pos
-        if other.count:
-            self._fold(other.count, other.mean, other.m2, other.m3, other.m4)
+        self.full.merge(other.full)
+        self.sub.merge(other.sub)
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {
-            "count": torch.tensor(self.count), "mean": self.mean, "m2": self.m2, "m3": self.m3,
-            "m4": self.m4, "hist_t": self.hist_t, "n_pos": self.n_pos,
-        }
+        return {**self.full.state(""), **self.sub.state("sub_"), "hist_t": self.hist_t, "n_pos": self.n_pos}
 
     def load_state(self, s: dict[str, torch.Tensor]) -> None:
-        self.count = int(s["count"])
-        self.mean, self.m2, self.m3, self.m4 = s["mean"], s["m2"], s["m3"], s["m4"]
+        self.full.load_state(s, "")
+        self.sub.load_state(s, "sub_")
         self.hist_t, self.n_pos = s["hist_t"], s["n_pos"]
 
     def summary(self) -> dict[str, np.ndarray]:
         """count, mean, std, skew, kurtosis (excess), frac_pos as (U,) arrays (population)."""
         n = max(self.count, 1)
-        var = (self.m2 / n).clamp(min=0)
-        std = var.sqrt()
-        safe = torch.where(var > 0, var, torch.ones_like(var))
-        skew = torch.where(var > 0, (self.m3 / n) / safe**1.5, torch.zeros_like(var))
-        kurt = torch.where(var > 0, (self.m4 / n) / safe**2 - 3.0, torch.zeros_like(var))
+        std = (self.full.m2 / n).clamp(min=0).sqrt()
+        ns = max(self.sub.count, 1)
+        var_s = (self.sub.m2 / ns).clamp(min=0)
+        safe = torch.where(var_s > 0, var_s, torch.ones_like(var_s))
+        skew = torch.where(var_s > 0, (self.sub.m3 / ns) / safe**1.5, torch.zeros_like(var_s))
+        kurt = torch.where(var_s > 0, (self.sub.m4 / ns) / safe**2 - 3.0, torch.zeros_like(var_s))
         return {
-            "count": np.full(self.mean.shape[0], self.count, dtype=np.int64),
-            "mean": self.mean.cpu().numpy(),
+            "count": np.full(self.full.mean.shape[0], self.count, dtype=np.int64),
+            "mean": self.full.mean.cpu().numpy(),
             "std": std.cpu().numpy(),
             "skew": skew.cpu().numpy(),
             "kurtosis": kurt.cpu().numpy(),

@@ -38,7 +38,7 @@ class SiteAccumulator:
     ) -> None:
         W, T, U = acts.shape
         flat = acts.reshape(W * T, U)  # hooks hand us contiguous (B, T, U) tensors: a view
-        self.moments.update(flat)
+        self.moments.update(flat, positions.reshape(-1))
         self.tuning.update(flat, tuning_rows)
         self._pos0_acts.append(acts[:, 0, :].float().clone())  # (W, U)
         self._pos0_pos.append(positions[:, 0].clone())
