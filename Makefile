@@ -33,11 +33,18 @@ test: setup browser
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
 
+test-integration: setup
+	$(PY) -m pytest -q tests/integration
+
+test-e2e: setup browser
+	$(PY) -m pytest -q tests/e2e
+
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 
 bench: setup
 	$(PY) benchmarks/bench_atlas.py
+	$(PY) benchmarks/bench_web.py "$(DEMO_ATLAS)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,9 +1,20 @@
 """maxact: activation maximization via data sampling.
 
 Stream real text through a Hugging Face causal LM and keep, for each unit, what drives it hardest.
-The public API is re-exported from :mod:`maxact.api`.
+The public API (``load_model``, ``load_corpus``, ``sample``, ``tally_frame``, ``plot_sample``) lives
+in :mod:`maxact.api` and is loaded on first use, so reading an atlas never imports torch.
 """
 
 __version__ = "0.1.0"
 
 from maxact.errors import MaxactError  # noqa: F401
+
+_API = ("load_model", "load_corpus", "sample", "tally_frame", "plot_sample", "corpus_tokens")
+
+
+def __getattr__(name):
+    if name in _API:
+        from maxact import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'maxact' has no attribute {name!r}")

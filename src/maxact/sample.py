@@ -1,4 +1,4 @@
-"""The reference experiment, exactly (docs/METHOD.md): random windows, batch argmax, a tally.
+"""The reference experiment, exactly (docs/METHOD.md in this repository): random windows, batch argmax, a tally.
 
 For each of ``samples`` batches: draw ``batch`` starts uniformly with replacement from
 ``[0, n_tokens - seq)``, take ``X = tokens[start[:, None] + arange(seq)]``, run the model (no mask),
