@@ -30,10 +30,10 @@ def _top_bottom(W: torch.Tensor, directions: torch.Tensor, k: int):
     """directions: (d_model, n) -> ids/values (n, k) of the most promoted and most suppressed."""
     top_i, top_v, bot_i, bot_v = [], [], [], []
     for s in range(0, directions.shape[1], CHUNK):
-        logits = W @ directions[:, s : s + CHUNK]  # (vocab, c)
-        tv, ti = logits.topk(k, dim=0)
-        bv, bi = logits.topk(k, dim=0, largest=False)
-        top_i.append(ti.T), top_v.append(tv.T), bot_i.append(bi.T), bot_v.append(bv.T)
+        logits = directions[:, s : s + CHUNK].T @ W.T  # (c, vocab): topk along contiguous rows
+        tv, ti = logits.topk(k, dim=1)
+        bv, bi = logits.topk(k, dim=1, largest=False)
+        top_i.append(ti), top_v.append(tv), bot_i.append(bi), bot_v.append(bv)
     cat = lambda xs: torch.cat(xs).cpu().numpy()  # noqa: E731
     return cat(top_i), cat(top_v), cat(bot_i), cat(bot_v)
 
