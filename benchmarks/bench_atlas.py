@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -73,11 +72,19 @@ def main() -> None:
         lm.adapter.base_model()(input_ids=ids_all[0])
         AtlasRun(lm, all_tokens[-per_batch:], config).run(progress=False)
     t = {"bare": 0.0, "base": 0.0, "atlas": 0.0}
-    for ids in ids_all:
+
+    def timed(name, fn) -> None:
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        t[name] += time.perf_counter() - start
+
+    for ids in ids_all:  # alternate the three on each batch, so drift hits all alike
         with torch.inference_mode():
-            sync(); s = time.perf_counter(); lm.model(ids); sync(); t["bare"] += time.perf_counter() - s
-            s = time.perf_counter(); lm.adapter.base_model()(input_ids=ids); sync(); t["base"] += time.perf_counter() - s
-        s = time.perf_counter(); run.run(progress=False, stop_after_batches=1); sync(); t["atlas"] += time.perf_counter() - s
+            timed("bare", lambda ids=ids: lm.model(ids))
+            timed("base", lambda ids=ids: lm.adapter.base_model()(input_ids=ids))
+        timed("atlas", lambda: run.run(progress=False, stop_after_batches=1))
     n = ids_all.numel()
     units = sum(a.width for a in run.acc.values())
     n_book = len(all_tokens)
