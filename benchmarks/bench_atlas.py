@@ -86,7 +86,7 @@ def main() -> None:
             timed("base", lambda ids=ids: lm.adapter.base_model()(input_ids=ids))
         timed("atlas", lambda: run.run(progress=False, stop_after_batches=1))
     n = ids_all.numel()
-    units = sum(a.width for a in run.acc.values())
+    units = sum(run.widths)
     n_book = len(all_tokens)
     fig = {
         "device": args.device if args.device != "cuda" else torch.cuda.get_device_name(),

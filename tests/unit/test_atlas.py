@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 import torch
 from atlas_helpers import (
+    VOCAB,
     build_tiny_atlas,
     single_thread,
 )
+from tiny_models import tiny_loaded
 
 from maxact.analysis.refstat import token_shares, win_probabilities
 from maxact.capture import capture
@@ -193,3 +195,36 @@ def test_k_ctx_above_k_is_capped(tmp_path):
     _, _, atlas, cfg = build_tiny_atlas(tmp_path / "a", "llama", n_tokens=200, sites=("resid_pre",),
                                         k=3, k_ctx=20, layers=(0,))
     assert cfg.k_ctx == 3 and atlas[F.TOP_CONTEXT].shape == (64, 3, C_BEFORE + C_AFTER)
+
+
+def test_fused_sites_give_the_same_atlas(tmp_path):
+    """One accumulator over all units (the GPU default) equals one accumulator per site, and its
+    checkpoints split back into the per-site format, so resume and merge work either way."""
+    _, _, per_site, _ = build_tiny_atlas(tmp_path / "a", fuse_sites=False)
+    _, _, fused, _ = build_tiny_atlas(tmp_path / "b", fuse_sites=True)
+    exact = [F.TOP_VALUES, F.TOP_POSITIONS, F.BOTTOM_VALUES, F.BOTTOM_POSITIONS, F.TOP0_POSITIONS,
+             F.BOTTOM0_POSITIONS, F.TOP_CONTEXT, F.BOTTOM_CONTEXT, F.HIST, F.REF_POSITIONS]
+    for name in exact:
+        np.testing.assert_array_equal(per_site[name], fused[name], err_msg=name)
+    for name in ("mean", "std", "skew", "kurtosis", "frac_pos"):
+        np.testing.assert_allclose(per_site[F.STATS][name], fused[F.STATS][name], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(per_site[F.TUNING_MEANS], fused[F.TUNING_MEANS], rtol=1e-5, atol=1e-6)
+
+
+def test_fused_state_round_trips_through_site_states():
+    from maxact.engine.runner import AtlasConfig, AtlasRun
+
+    lm = tiny_loaded("gpt2")
+    tokens = np.random.default_rng(3).integers(0, VOCAB, 300).astype(np.int32)
+    cfg = AtlasConfig(seq=32, k=8, k_ctx=4, max_types=16, windows_per_batch=2, fuse_sites=True)
+    with single_thread():
+        run = AtlasRun(lm, tokens, cfg)
+        run.run(progress=False, stop_after_batches=2)
+        state = run.state()
+        again = AtlasRun(lm, tokens, cfg)
+        again.load_state(state, "test")
+        for a, b in zip(run.accumulators(), again.accumulators()):
+            assert torch.equal(a.top.keys, b.top.keys) and torch.equal(a.moments.hist_t, b.moments.hist_t)
+        unfused = AtlasRun(lm, tokens, AtlasConfig(**{**cfg.__dict__, "fuse_sites": False}))
+        unfused.load_state(state, "test")  # a fused checkpoint resumes unfused, and back
+        assert unfused.cursor == 2

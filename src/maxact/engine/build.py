@@ -81,7 +81,7 @@ def build_atlas(lm, corpus, tokens: np.ndarray, config: AtlasConfig, out: Path, 
         write_json_atomic(out / "partial.json", {
             "shard": list(config.shard), "window_range": list(window_range), "config": meta["config"], **timing})
     else:
-        accs = [run.acc[r] for r in run.refs]
+        accs = run.accumulators()
         _finalize(out, accs, meta, {"windows": [0, len(run.plan.starts)], "timing": timing})
     shutil.rmtree(run_dir, ignore_errors=True)
     return timing

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from maxact.capture import stream
-from maxact.engine.site import SiteAccumulator
+from maxact.engine.site import SiteAccumulator, join_states, split_state
 from maxact.engine.tuning import choose_types, type_index
 from maxact.errors import MaxactError
 from maxact.store import format as F
@@ -51,6 +51,9 @@ class AtlasConfig:
     seed: int = 0
     logit_k: int = 16  # tokens kept per unit for direct logit effects
     device: str = field(default="cpu", compare=False)
+    # one accumulator over all units, fed once per batch from a buffer of every site: far fewer
+    # kernel launches (GPU), at the cost of holding all sites of a batch at once. None: on CUDA.
+    fuse_sites: bool | None = field(default=None, compare=False)
 
     def __post_init__(self):
         # contexts are kept for the first k_ctx of the K examples: never more than K
@@ -60,7 +63,7 @@ class AtlasConfig:
     def comparable(self) -> dict:
         """What must agree between a checkpoint (or a partial) and the run that continues it."""
         d = asdict(self)
-        for k in ("device", "shard"):
+        for k in ("device", "shard", "fuse_sites"):
             d.pop(k)
         return d
 
@@ -112,11 +115,33 @@ class AtlasRun:
         vocab = len(lm.tokenizer) if lm.tokenizer is not None else int(tokens.max()) + 1
         self.rows = torch.from_numpy(type_index(tokens, self.type_ids, vocab))  # (n,) tuning row
         dev = config.device
-        self.acc = {
-            ref: SiteAccumulator(lm.adapter.width(ref), config.k, config.k_ctx, len(self.type_ids), dev)
-            for ref in self.refs
-        }
+        self.widths = [lm.adapter.width(ref) for ref in self.refs]
+        self.fused = config.fuse_sites if config.fuse_sites is not None else str(dev).startswith("cuda")
+        n_types = len(self.type_ids)
+        if self.fused:
+            self.offsets = dict(zip(self.refs, np.cumsum([0] + self.widths[:-1]).tolist()))
+            self.all = SiteAccumulator(sum(self.widths), config.k, config.k_ctx, n_types, dev)
+        else:
+            self.acc = {r: SiteAccumulator(w, config.k, config.k_ctx, n_types, dev)
+                        for r, w in zip(self.refs, self.widths)}
         self.cursor = 0  # batches done
+
+    def site_states(self) -> dict[str, dict]:
+        """Accumulator state per site name (the checkpoint and partial format, fused or not)."""
+        if self.fused:
+            return {str(r): s for r, s in zip(self.refs, split_state(self.all.state(), self.widths))}
+        return {str(r): self.acc[r].state() for r in self.refs}
+
+    def accumulators(self) -> list[SiteAccumulator]:
+        """One accumulator per site, in manifest order."""
+        if not self.fused:
+            return [self.acc[r] for r in self.refs]
+        out = []
+        for w, state in zip(self.widths, split_state(self.all.state(), self.widths)):
+            acc = SiteAccumulator(w, self.config.k, self.config.k_ctx, len(self.type_ids), self.config.device)
+            acc.load_state(state)
+            out.append(acc)
+        return out
 
     # ---- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict:
@@ -128,7 +153,7 @@ class AtlasRun:
             "window_range": self.plan.window_range(),
             "n_tokens": len(self.tokens),
             "tokens_sha256": self.tokens_sha256(),
-            "sites": {str(r): self.acc[r].state() for r in self.refs},
+            "sites": self.site_states(),
         }
 
     def tokens_sha256(self) -> str:
@@ -145,8 +170,12 @@ class AtlasRun:
                 f"{what} was made with a different configuration ({'; '.join(diff)}); rerun without "
                 f"--resume into a new --out, or repeat the original options"
             )
-        for r in self.refs:
-            self.acc[r].load_state(state["sites"][str(r)])
+        states = [state["sites"][str(r)] for r in self.refs]
+        if self.fused:
+            self.all.load_state(join_states(states))
+        else:
+            for r, s in zip(self.refs, states):
+                self.acc[r].load_state(s)
         self.cursor = int(state["cursor"])
 
     # ---- the pass ----------------------------------------------------------------------------
@@ -167,11 +196,21 @@ class AtlasRun:
             rows = self.rows[pos.reshape(-1)].to(device)  # (W * T,)
             pos_d = pos.to(device)
 
-            def consume(ref: SiteRef, acts: torch.Tensor, pos_d=pos_d, rows=rows) -> None:  # acts (W, T, width)
-                self.acc[ref].update(acts, pos_d, rows)
+            if self.fused:
+                buf = torch.empty(len(windows), T, sum(self.widths), device=device)  # (W, T, U_all)
+
+                def consume(ref: SiteRef, acts: torch.Tensor, buf=buf) -> None:  # acts (W, T, width)
+                    o = self.offsets[ref]
+                    buf[:, :, o : o + acts.shape[2]].copy_(acts)
+            else:
+
+                def consume(ref: SiteRef, acts: torch.Tensor, pos_d=pos_d, rows=rows) -> None:
+                    self.acc[ref].update(acts, pos_d, rows)  # acts (W, T, width)
 
             with torch.inference_mode():
                 stream(self.lm.adapter, ids, self.refs, consume)
+                if self.fused:
+                    self.all.update(buf, pos_d, rows)
             self.cursor += 1
             bar.update(len(windows) * T)
             if stop_after_batches is not None and n_done + 1 >= stop_after_batches:

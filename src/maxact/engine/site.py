@@ -75,3 +75,39 @@ class SiteAccumulator:
     def load_state(self, state) -> None:
         for part in PARTS:
             getattr(self, part).load_state(state[part])
+
+
+# How a state splits into unit ranges: most tensors have units on axis 0, these on axis 1, and
+# these are per-accumulator scalars.
+_UNITS_ON_AXIS_1 = frozenset({"hist_t", "sums"})
+_SCALARS = frozenset({"count", "sub_count"})
+
+
+def split_state(state: dict, widths: list[int]) -> list[dict]:
+    """Cut the state of an accumulator over concatenated units into one state per unit range."""
+    out = [{part: {} for part in state} for _ in widths]
+    for part, tensors in state.items():
+        for name, t in tensors.items():
+            start = 0
+            for i, w in enumerate(widths):
+                if name in _SCALARS:
+                    out[i][part][name] = t
+                elif name in _UNITS_ON_AXIS_1:
+                    out[i][part][name] = t[:, start : start + w].clone()
+                else:
+                    out[i][part][name] = t[start : start + w].clone()
+                start += w
+    return out
+
+
+def join_states(states: list[dict]) -> dict:
+    """The inverse of split_state."""
+    first = states[0]
+    return {
+        part: {
+            name: first[part][name] if name in _SCALARS
+            else torch.cat([s[part][name] for s in states], dim=1 if name in _UNITS_ON_AXIS_1 else 0)
+            for name in first[part]
+        }
+        for part in first
+    }
