@@ -197,9 +197,12 @@ def test_k_ctx_above_k_is_capped(tmp_path):
     assert cfg.k_ctx == 3 and atlas[F.TOP_CONTEXT].shape == (64, 3, C_BEFORE + C_AFTER)
 
 
-def test_fused_sites_give_the_same_atlas(tmp_path):
-    """One accumulator over all units (the GPU default) equals one accumulator per site, and its
-    checkpoints split back into the per-site format, so resume and merge work either way."""
+def test_fused_sites_give_the_same_atlas(tmp_path, monkeypatch):
+    """One accumulator over all units (the GPU default) equals one accumulator per site, also when
+    the fused units are handled in column slices."""
+    import maxact.engine.topk as topk
+
+    monkeypatch.setattr(topk, "MAX_COLUMNS", 50)  # tiny units: force several slices
     _, _, per_site, _ = build_tiny_atlas(tmp_path / "a", fuse_sites=False)
     _, _, fused, _ = build_tiny_atlas(tmp_path / "b", fuse_sites=True)
     exact = [F.TOP_VALUES, F.TOP_POSITIONS, F.BOTTOM_VALUES, F.BOTTOM_POSITIONS, F.TOP0_POSITIONS,

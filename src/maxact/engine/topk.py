@@ -15,6 +15,7 @@ from maxact.engine.keys import EMPTY, pack, unpack
 
 C_BEFORE = 24  # context tokens before the example
 C_AFTER = 8  # the example and the tokens after it
+MAX_COLUMNS = 4096  # units handled at once (fused sites pass ~64k)
 
 
 class StreamingTopK:
@@ -39,6 +40,18 @@ class StreamingTopK:
         positions: torch.Tensor,  # (W, T) int64 corpus positions
         context_source: torch.Tensor | None = None,  # (W, T, U) unmasked activations for contexts
     ) -> None:
+        U = acts.shape[2]
+        if U <= MAX_COLUMNS:
+            self._update(acts, positions, acts if context_source is None else context_source, 0)
+            return
+        # many units at once (fused sites): slices of columns bound the candidate temporaries
+        for lo in range(0, U, MAX_COLUMNS):
+            hi = min(U, lo + MAX_COLUMNS)
+            source = acts if context_source is None else context_source
+            self._update(acts[:, :, lo:hi], positions, source[:, :, lo:hi], lo)
+
+    def _update(self, acts, positions, context_source, base: int) -> None:
+        """update() for the units [base, base + acts.shape[2])."""
         W, T, U = acts.shape
         N = W * T
         flat = acts.reshape(N, U)
@@ -54,7 +67,7 @@ class StreamingTopK:
             flat = torch.cat([flat, flat.new_full((G * s - N, U), fill)])
         groups = flat.view(G, s, U)
         best = groups.amax(1) if self.largest else groups.amin(1)  # (G, U)
-        thr = self._threshold()
+        thr = self._threshold()[base : base + U]
         cand = (best >= thr) if self.largest else (best <= thr)
         if G >= self.k and int(cand.sum()) * 8 > G * U:
             kth = best.topk(self.k, dim=0, largest=self.largest).values[-1]  # (U,)
@@ -63,12 +76,11 @@ class StreamingTopK:
         cols, new, row_of_new = self._sparse_candidates(flat, cand, positions, s, N, fill)
         if cols is None:
             return
-        both = torch.cat([self.keys[cols], new], dim=1)  # (c, K + groups * s)
+        both = torch.cat([self.keys[cols + base], new], dim=1)  # (c, K + groups * s)
         merged, src = both.topk(self.k, dim=1)  # (c, K)
-        self.keys[cols] = merged
+        self.keys[cols + base] = merged
         if self.k_ctx:
-            source = acts if context_source is None else context_source
-            self._move_contexts(source, cols, merged, src, row_of_new)
+            self._move_contexts(context_source, cols, merged, src, row_of_new, base)
 
     def _sparse_candidates(self, flat, cand, positions, s, N, fill):
         """Keys (c, groups * s) of the rows of candidate groups, per candidate column."""
@@ -92,7 +104,7 @@ class StreamingTopK:
         row_of_new.view(len(cols), -1, s)[col_of_pair, slot] = rows
         return cols, new, row_of_new
 
-    def _move_contexts(self, acts, cols, merged, src, row_of_new) -> None:
+    def _move_contexts(self, acts, cols, merged, src, row_of_new, base: int) -> None:
         """Contexts of the first K_ctx ranks: moved from old slots, or cut from this batch."""
         W, T, _ = acts.shape
         src = src[:, : self.k_ctx]  # (c, K_ctx) index into [old K | new pairs]
@@ -103,7 +115,7 @@ class StreamingTopK:
         cols, merged, src, row_of_new, is_new = (
             cols[changed], merged[changed], src[changed], row_of_new[changed], is_new[changed])
         from_old = src < self.k_ctx  # an old example beyond rank K_ctx cannot climb back
-        old_ctx = self.context.index_select(0, cols)  # (c, K_ctx, C)
+        old_ctx = self.context.index_select(0, cols + base)  # (c, K_ctx, C)
         ctx = torch.gather(
             old_ctx, 1, src.clamp(max=self.k_ctx - 1)[:, :, None].expand(-1, -1, old_ctx.shape[2])
         )
@@ -116,7 +128,7 @@ class StreamingTopK:
         ctx[ci, ri] = vals.masked_fill(~inside, float("nan")).to(torch.float16)
         # only empty slots are neither old-and-kept nor new: they carry no context
         ctx[(~from_old & ~is_new) | (merged[:, : self.k_ctx] == EMPTY)] = float("nan")
-        self.context.index_copy_(0, cols, ctx)
+        self.context.index_copy_(0, cols + base, ctx)
 
     # ---- merge, export -----------------------------------------------------------------------
     def merge(self, other: StreamingTopK) -> None:
