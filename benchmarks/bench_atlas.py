@@ -47,6 +47,8 @@ def main() -> None:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--corpus", default="looking-glass")
     p.add_argument("--windows-per-batch", type=int, default=16)
+    p.add_argument("--fuse-sites", choices=("auto", "yes", "no"), default="auto",
+                   help="one accumulator over all units (auto: on CUDA only)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--rss-tokens", type=int, default=16384, help="N for the memory check (N and 2N; 0: skip)")
@@ -63,7 +65,9 @@ def main() -> None:
     per_batch = args.windows_per_batch * 256
     n_timed = (args.tokens or len(all_tokens)) // per_batch * per_batch
     tokens = all_tokens[:n_timed]
-    config = AtlasConfig(model=args.model, device=args.device, windows_per_batch=args.windows_per_batch)
+    fuse = {"auto": None, "yes": True, "no": False}[args.fuse_sites]
+    config = AtlasConfig(model=args.model, device=args.device, windows_per_batch=args.windows_per_batch,
+                         fuse_sites=fuse)
     run = AtlasRun(lm, tokens, config)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     ids_all = torch.from_numpy(tokens.astype(np.int64)).view(-1, args.windows_per_batch, 256).to(args.device)
@@ -90,7 +94,7 @@ def main() -> None:
     n_book = len(all_tokens)
     fig = {
         "device": args.device if args.device != "cuda" else torch.cuda.get_device_name(),
-        "threads": args.threads, "tokens": n, "units": units,
+        "threads": args.threads, "tokens": n, "units": units, "fused_sites": run.fused,
         "bare_tokens_per_s": round(n / t["bare"], 1),
         "base_tokens_per_s": round(n / t["base"], 1),
         "atlas_tokens_per_s": round(n / t["atlas"], 1),
