@@ -116,3 +116,18 @@ __all__ = [
     "N_LAYERS", "D_MODEL", "VOCAB", "save_tiny_folder", "word_tokens", "write_word_corpus",
     "synthetic_corpus", "single_thread", "build_tiny_atlas", "run_cli", "error_line",
 ]
+
+
+def simulate_by_coverage(positions, n_tokens, seq, batch, samples, seed):
+    """Brute-force reference for refstat.simulate: draw the starts as an exact run does, test every
+    window against every top position, keep the best rank covered and its first window."""
+    from maxact.sample import draw_starts
+
+    rng = np.random.default_rng(seed)
+    starts = np.stack([draw_starts(rng, n_tokens, seq, batch) for _ in range(samples)])  # (S, B)
+    valid = positions >= 0
+    covers = (starts[..., None] <= positions) & (positions < starts[..., None] + seq) & valid  # (S,B,K)
+    K = len(positions)
+    rank_per_window = np.where(covers.any(-1), covers.argmax(-1), K)  # (S, B)
+    best = rank_per_window.min(1)
+    return starts, np.where(best < K, best, -1), rank_per_window.argmin(1)

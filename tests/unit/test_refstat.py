@@ -12,8 +12,8 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from atlas_helpers import simulate_by_coverage
 
-from maxact.analysis.pages import simulate_fast
 from maxact.analysis.refstat import (
     covered_counts,
     merge_ranked,
@@ -142,13 +142,13 @@ def test_simulate_draws_the_starts_of_exact_sampling_and_finds_each_winner():
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_simulate_fast_equals_simulate(seed):
+def test_simulate_equals_brute_force_coverage(seed):
     rng = np.random.default_rng(seed)
     n, seq, batch, samples = 150, 16, 5, 400
     for pos in (ranked_positions(rng, n, 8, 8), ranked_positions(rng, n, 8, 5, must=(n - 1, 0, n - seq)),
                 np.full(8, -1)):
-        a = simulate(pos, n, seq, batch, samples, seed)
-        b = simulate_fast(pos, n, seq, batch, samples, seed)
+        a = simulate_by_coverage(pos, n, seq, batch, samples, seed)
+        b = simulate(pos, n, seq, batch, samples, seed)
         for x, y in zip(a, b):
             np.testing.assert_array_equal(x, y)
 

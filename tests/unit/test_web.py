@@ -13,11 +13,12 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 import pytest
+from atlas_helpers import simulate_by_coverage
 from click.testing import CliRunner
 from e2e.viewer_atlas import INJECTIONS, build_viewer_atlas, start_server
 
 from maxact.analysis.overview import overview, site_units
-from maxact.analysis.pages import find_units, simulate_fast, unit_page
+from maxact.analysis.pages import find_units, unit_page
 from maxact.analysis.refstat import simulate
 from maxact.cli import main
 from maxact.errors import MaxactError
@@ -251,16 +252,16 @@ def test_a_file_gone_bad_after_start_is_a_500_with_the_reason(get, served, monke
 
 @pytest.mark.parametrize("seq,batch,samples,seed", [(32, 4, 200, 0), (16, 8, 100, 3), (100, 2, 50, 1)])
 def test_fast_simulation_is_the_reference_simulation(atlas, seq, batch, samples, seed):
-    """pages.simulate_fast (what unit pages use) draws exactly what refstat.simulate draws."""
+    """refstat.simulate (what unit pages use) draws exactly what brute-force coverage draws."""
     n = len(atlas.tokens)
     for name in ("ref_positions.npy", "top_positions.npy"):
         for row in range(0, atlas.n_units, 5):
             pos = np.asarray(atlas[name][row])
-            for want, got in zip(simulate(pos, n, seq, batch, samples, seed),
-                                 simulate_fast(pos, n, seq, batch, samples, seed)):
+            for want, got in zip(simulate_by_coverage(pos, n, seq, batch, samples, seed),
+                                 simulate(pos, n, seq, batch, samples, seed)):
                 assert got.dtype == want.dtype and np.array_equal(got, want)
     pos = np.array([n - 1, 3, -1, -1])  # the last token no window covers; empty slots
-    for want, got in zip(simulate(pos, n, 32, 4, 30, 0), simulate_fast(pos, n, 32, 4, 30, 0)):
+    for want, got in zip(simulate_by_coverage(pos, n, 32, 4, 30, 0), simulate(pos, n, 32, 4, 30, 0)):
         assert np.array_equal(got, want)
 
 

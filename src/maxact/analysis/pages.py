@@ -3,8 +3,6 @@ by `maxact show --json`, `maxact find --json` and the viewer's JSON API (numpy o
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from maxact.analysis.refstat import simulate, token_shares
@@ -57,7 +55,7 @@ def reference_tally(atlas: Atlas, row: int) -> dict:
     toks = atlas.tokens
     tok_at = np.where(positions >= 0, toks[np.clip(positions, 0, len(toks) - 1)], -1)
     (ids, shares), = token_shares(probs[None], tok_at[None])
-    sim = simulated(atlas, row, ref["batch"], ref["seq"], ref["samples"], ref["seed"], skip_pos0=False)
+    sim = simulate_unit(atlas, row, ref["batch"], ref["seq"], ref["samples"], ref["seed"], False)[3]
     counts = dict(zip(sim.token_ids.tolist(), sim.counts.tolist()))
     occ = atlas.token_counts
     rows = []
@@ -79,37 +77,6 @@ def reference_tally(atlas: Atlas, row: int) -> dict:
                                "top_share": float(r["x_top_share"]), "miss_prob": float(r["x_miss"])}}
 
 
-def simulated(atlas: Atlas, row: int, batch: int, seq: int, samples: int, seed: int, skip_pos0: bool):
-    """A seeded tally for one unit (see sample_from_atlas for the batches)."""
-    return simulate_unit(atlas, row, batch, seq, samples, seed, skip_pos0)[3]
-
-
-@lru_cache(maxsize=8)
-def _seeded_starts(n_tokens: int, seq: int, batch: int, samples: int, seed: int) -> np.ndarray:
-    """The (samples, batch) starts refstat.simulate draws: they depend on the geometry and the seed,
-    not on the unit, so they are drawn once (read-only)."""
-    starts, _, _ = simulate(np.full(1, -1, dtype=np.int64), n_tokens, seq, batch, samples, seed)
-    starts.flags.writeable = False
-    return starts
-
-
-def simulate_fast(positions: np.ndarray, n_tokens: int, seq: int, batch: int, samples: int, seed: int):
-    """Exactly refstat.simulate (same starts, ranks and rows), without its per-unit cost: the
-    seeded starts are drawn once per geometry, and the best rank that a window at each start
-    covers is tabulated once, then looked up for every window."""
-    starts = _seeded_starts(n_tokens, seq, batch, samples, seed)
-    K = len(positions)
-    best_at = np.full(n_tokens - seq, K, dtype=np.int64)  # (n_starts,) best rank a window covers
-    for k in range(K - 1, -1, -1):  # smaller ranks overwrite larger ones
-        p = int(positions[k])
-        if p >= 0:
-            best_at[max(p - seq + 1, 0) : p + 1] = k  # the starts whose window covers p
-    rank_per_window = best_at[starts]  # (S, B)
-    best = rank_per_window.min(1)
-    row = rank_per_window.argmin(1)  # first window holding the best rank
-    return starts.copy(), np.where(best < K, best, -1), row
-
-
 def simulate_unit(atlas: Atlas, row: int, batch: int, seq: int, samples: int, seed: int, skip_pos0: bool):
     """(starts (S,B), rows (S,), cols (S,), tally, token ids (S,), values (S,), window_pos (S,))."""
     if skip_pos0:
@@ -122,7 +89,7 @@ def simulate_unit(atlas: Atlas, row: int, batch: int, seq: int, samples: int, se
         lookup = dict(zip(pos_all.tolist(), vals_all.tolist()))
         values = np.array([lookup.get(int(p), np.nan) for p in positions], dtype=np.float32)
     n = len(atlas.tokens)
-    starts, rank, wrow = simulate_fast(positions, n, seq, batch, samples, seed)
+    starts, rank, wrow = simulate(positions, n, seq, batch, samples, seed)
     hit = rank >= 0
     pos = np.where(hit, positions[np.maximum(rank, 0)], -1)
     cols = np.where(hit, pos - starts[np.arange(samples), wrow], 0)

@@ -15,6 +15,8 @@ one unit, with the same starts an exact run of the same seed and geometry would 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -96,18 +98,32 @@ def token_shares(probs: np.ndarray, token_ids: np.ndarray) -> list[tuple[np.ndar
     return out
 
 
+@lru_cache(maxsize=8)
+def seeded_starts(n_tokens: int, seq: int, batch: int, samples: int, seed: int) -> np.ndarray:
+    """(samples, batch) read-only starts, drawn as an exact run with this seed and geometry draws
+    them. They depend on the geometry and the seed, not on the unit: drawn once, shared."""
+    from maxact.sample import draw_starts
+
+    rng = np.random.default_rng(seed)
+    starts = np.stack([draw_starts(rng, n_tokens, seq, batch) for _ in range(samples)])
+    starts.flags.writeable = False
+    return starts
+
+
 def simulate(
     positions: np.ndarray,  # (K,) ranked top positions of one unit (-1 = empty)
     n_tokens: int, seq: int, batch: int, samples: int, seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded batches: (samples, batch) starts, (samples,) winning rank (-1: missed), (samples,) row."""
-    rng = np.random.default_rng(seed)
-    # the draws of maxact.sample.draw_starts, batch after batch (that module loads torch)
-    starts = np.stack([rng.integers(0, n_tokens - seq, size=batch, dtype=np.int64) for _ in range(samples)])
-    valid = positions >= 0
-    covers = (starts[..., None] <= positions) & (positions < starts[..., None] + seq) & valid  # (S,B,K)
+    """Seeded batches: (samples, batch) starts, (samples,) winning rank (-1: missed), (samples,) row
+    of the first window holding it. The best rank a window covers is tabulated once per start."""
+    starts = seeded_starts(n_tokens, seq, batch, samples, seed)
     K = len(positions)
-    rank_per_window = np.where(covers.any(-1), covers.argmax(-1), K)  # (S, B) best rank covered
-    best = rank_per_window.min(1)  # (S,)
+    best_at = np.full(n_tokens - seq, K, dtype=np.int64)  # (n_starts,) best rank a window covers
+    for k in range(K - 1, -1, -1):  # smaller ranks overwrite larger ones
+        p = int(positions[k])
+        if p >= 0:
+            best_at[max(p - seq + 1, 0) : p + 1] = k  # the starts whose window covers p
+    rank_per_window = best_at[starts]  # (S, B)
+    best = rank_per_window.min(1)
     row = rank_per_window.argmin(1)  # first window holding the best rank
-    return starts, np.where(best < K, best, -1), row
+    return starts.copy(), np.where(best < K, best, -1), row
