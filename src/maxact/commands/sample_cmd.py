@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from pathlib import Path
-
 from maxact.errors import MaxactError
 from maxact.report import tally_summary, tally_table
+from maxact.store.writer import write_json_atomic
 
 
 def unit_specs_from(layer, dim, unit_specs, n_layers, width: int | None = None) -> list[str]:
@@ -26,18 +22,6 @@ def unit_specs_from(layer, dim, unit_specs, n_layers, width: int | None = None) 
     if not specs:
         raise MaxactError("no unit given: use --layer L --dim D, or --unit L2.resid_pre:345 (repeatable)")
     return specs
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
 
 
 def print_result(result, describe, token_text, top, echo) -> None:
@@ -91,7 +75,7 @@ def run_sample_command(*, model, corpus, layer, dim, unit_specs, batch, seq, sam
     print_result(result, describe, token_text, top, echo)
     if json_path:
         objs = result.to_json(token_text)
-        write_json_atomic(json_path, objs[0] if len(objs) == 1 else objs)
+        write_json_atomic(json_path, objs[0] if len(objs) == 1 else objs, indent=None)
         echo(f"\nwrote {json_path}")
     if plot_path:
         from maxact.plot import save_tally_plots  # matplotlib: only when a plot is asked

@@ -21,9 +21,12 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def write_json_atomic(path: Path, obj) -> None:
+def write_json_atomic(path: Path, obj, indent: int | None = 1) -> None:
+    """Write JSON to a temporary file beside ``path``, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    _fsync_write(tmp, json.dumps(obj, indent=1).encode())
+    _fsync_write(tmp, json.dumps(obj, indent=indent).encode())
     os.replace(tmp, path)
 
 
