@@ -68,7 +68,7 @@ def build_atlas(lm, corpus, tokens: np.ndarray, config: AtlasConfig, out: Path, 
     corpus_meta = {"name": corpus.name, "path": corpus.path, "sha256": corpus.sha256, "stripped": corpus.stripped}
     window_range = run.plan.window_range()
     meta = {
-        "manifest": manifest_for(lm, run.refs, _json_config(config), corpus_meta, len(tokens), {}),
+        "manifest": manifest_for(lm, run.refs, _json_config(config), corpus_meta, len(tokens)),
         "vocab": vocab_texts(lm, _vocab_size(lm, tokens)),
         "logit": {k: torch.from_numpy(v) for k, v in logit_effects(lm.adapter, run.refs, config.logit_k).items()},
         "tokens": torch.from_numpy(tokens.astype(np.int32)),

@@ -97,7 +97,7 @@ def build_arrays(accs: list, tokens: np.ndarray, type_ids: np.ndarray, type_coun
     return out
 
 
-def manifest_for(lm, refs, config, corpus_meta: dict, n_tokens: int, extra: dict) -> dict:
+def manifest_for(lm, refs, config, corpus_meta: dict, n_tokens: int) -> dict:
     a = lm.adapter
     sites, offset = [], 0
     for ref in refs:
@@ -126,7 +126,6 @@ def manifest_for(lm, refs, config, corpus_meta: dict, n_tokens: int, extra: dict
         },
         "n_units": offset,
         "sites": sites,
-        **extra,
     }
 
 
