@@ -39,8 +39,10 @@ test-integration: setup
 test-e2e: setup browser
 	$(PY) -m pytest -q tests/e2e
 
+# ruff, then the layer contract and the absence of import cycles (docs/DEVELOPING.md)
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q tests/unit/test_layers.py
 
 # viewer latencies first (on the demo atlas, when built), then the atlas pass: the last line
 # printed is bench_atlas.py's JSON (bare_tokens_per_s, atlas_tokens_per_s, atlas_over_bare, ...)

@@ -22,6 +22,10 @@ import time
 import numpy as np
 import torch
 
+from maxact.config import DEFAULT_CORPUS, DEFAULT_DEVICE, DEFAULT_MODEL, SAMPLE, AtlasConfig
+
+ATLAS = AtlasConfig()  # the defaults of `maxact atlas`
+
 
 def rss_child(tokens: int, device: str, threads: int, model: str, corpus: str) -> float:
     """Peak RSS (MB) of a fresh process that runs the atlas pass over the first `tokens` tokens."""
@@ -29,12 +33,11 @@ def rss_child(tokens: int, device: str, threads: int, model: str, corpus: str) -
         "import sys, torch, resource\n"
         f"torch.set_num_threads({threads})\n"
         "from maxact.models import load_model\n"
-        "from maxact.corpus import load_corpus\n"
-        "from maxact.api import corpus_tokens\n"
-        "from maxact.engine.runner import AtlasRun, AtlasConfig\n"
+        "from maxact.corpus import load_source\n"
+        "from maxact.engine.runner import AtlasRun\nfrom maxact.config import AtlasConfig\n"
         f"lm = load_model({model!r}, device='{device}')\n"
-        f"toks = corpus_tokens(lm, load_corpus({corpus!r}))[:{tokens}]\n"
-        f"AtlasRun(lm, toks, AtlasConfig(device='{device}')).run(progress=False)\n"
+        f"source = load_source({corpus!r}, lm.tokenizer, max_tokens={tokens})\n"
+        f"AtlasRun(lm, source, AtlasConfig(device='{device}')).run(progress=False)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -44,37 +47,38 @@ def rss_child(tokens: int, device: str, threads: int, model: str, corpus: str) -
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--tokens", type=int, default=0, help="tokens timed (0: the whole corpus, in whole batches)")
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--corpus", default="looking-glass")
-    p.add_argument("--windows-per-batch", type=int, default=16)
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--corpus", default=DEFAULT_CORPUS)
+    p.add_argument("--windows-per-batch", type=int, default=ATLAS.windows_per_batch)
     p.add_argument("--fuse-sites", choices=("auto", "yes", "no"), default="auto",
                    help="one accumulator over all units (auto: on CUDA only)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=DEFAULT_DEVICE)
     p.add_argument("--rss-tokens", type=int, default=16384, help="N for the memory check (N and 2N; 0: skip)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    from maxact.api import corpus_tokens
-    from maxact.corpus import load_corpus
-    from maxact.engine.runner import AtlasConfig, AtlasRun
+    from maxact.corpus import TokenSource, load_source
+    from maxact.engine.runner import AtlasRun
     from maxact.models import load_model
 
     lm = load_model(args.model, device=args.device)
-    all_tokens = corpus_tokens(lm, load_corpus(args.corpus))
-    per_batch = args.windows_per_batch * 256
-    n_timed = (args.tokens or len(all_tokens)) // per_batch * per_batch
-    tokens = all_tokens[:n_timed]
+    book = load_source(args.corpus, lm.tokenizer)
+    seq = ATLAS.seq
+    per_batch = args.windows_per_batch * seq
+    n_timed = (args.tokens or len(book)) // per_batch * per_batch
+    timed_source = book.head(n_timed)
     fuse = {"auto": None, "yes": True, "no": False}[args.fuse_sites]
     config = AtlasConfig(model=args.model, device=args.device, windows_per_batch=args.windows_per_batch,
                          fuse_sites=fuse)
-    run = AtlasRun(lm, tokens, config)
+    run = AtlasRun(lm, timed_source, config)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    ids_all = torch.from_numpy(tokens.astype(np.int64)).view(-1, args.windows_per_batch, 256).to(args.device)
+    ids_all = torch.from_numpy(timed_source.tokens.astype(np.int64)).view(-1, args.windows_per_batch, seq).to(args.device)
+    last_batch = TokenSource(book.tokens[-per_batch:], np.zeros(1, dtype=np.int64), book.info)
     with torch.inference_mode():  # warm-up (allocator, kernels) on a batch not timed
         lm.model(ids_all[0])
         lm.adapter.base_model()(input_ids=ids_all[0])
-        AtlasRun(lm, all_tokens[-per_batch:], config).run(progress=False)
+        AtlasRun(lm, last_batch, config).run(progress=False)
     t = {"bare": 0.0, "base": 0.0, "atlas": 0.0}
 
     def timed(name, fn) -> None:
@@ -91,7 +95,7 @@ def main() -> None:
         timed("atlas", lambda: run.run(progress=False, stop_after_batches=1))
     n = ids_all.numel()
     units = sum(run.widths)
-    n_book = len(all_tokens)
+    n_book = len(book)
     fig = {
         "device": args.device if args.device != "cuda" else torch.cuda.get_device_name(),
         "threads": args.threads, "tokens": n, "units": units, "fused_sites": run.fused,
@@ -102,9 +106,9 @@ def main() -> None:
         "atlas_over_base": round(t["atlas"] / t["base"], 3),
         # the reference question (one unit's tally): 1000 batches x 32 x 256 token-forwards, against
         # one pass over the book that answers every unit at once
-        "forward_tokens_original": 1000 * 32 * 256,
+        "forward_tokens_original": SAMPLE.samples * SAMPLE.batch * SAMPLE.seq,
         "forward_tokens_atlas": n_book,
-        "forward_ratio": round(1000 * 32 * 256 / n_book, 1),
+        "forward_ratio": round(SAMPLE.samples * SAMPLE.batch * SAMPLE.seq / n_book, 1),
     }
     if args.rss_tokens:
         r1 = rss_child(args.rss_tokens, args.device, args.threads, args.model, args.corpus)

@@ -61,7 +61,7 @@ def main(argv=None) -> None:
     units = [str(atlas.unit_at(int(r))) for r in rows]
     tracked = np.asarray(atlas[F.TUNING_IDS])
     counts = np.asarray(atlas[F.TUNING_COUNTS])[:-1]
-    eligible = tracked[counts >= atlas.manifest["min_tuning_count"]]
+    eligible = tracked[counts >= atlas.manifest.min_tuning_count]
     tokens = [atlas.token_text(int(t)) for t in rng.choice(eligible, size=min(args.tokens, len(eligible)), replace=False)]
 
     u = urlsplit(url)
@@ -76,14 +76,14 @@ def main(argv=None) -> None:
 
     uf, ff = figures(unit_ms), figures(find_ms)
     m = atlas.manifest
-    print(f"atlas {args.atlas}: {m['n_units']} units, {m['corpus']['n_tokens']} tokens; server ready in {start_s:.2f} s")
+    print(f"atlas {args.atlas}: {m.n_units} units, {m.corpus.n_tokens} tokens; server ready in {start_s:.2f} s")
     print(f"{'request':<28} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}  target")
     print(f"{'GET /api/unit/<unit>':<28} {uf['n']:>4} {uf['p50_ms']:>8.1f} {uf['p95_ms']:>8.1f} {uf['max_ms']:>8.1f}"
           f"  p95 <= {UNIT_P95_MS:.0f}")
     print(f"{'GET /api/find?token=<tok>':<28} {ff['n']:>4} {ff['p50_ms']:>8.1f} {ff['p95_ms']:>8.1f} {ff['max_ms']:>8.1f}"
           f"  max <= {FIND_MAX_MS:.0f}")
     ok = uf["p95_ms"] <= UNIT_P95_MS and ff["max_ms"] <= FIND_MAX_MS
-    print(json.dumps({"atlas": str(args.atlas), "n_units": m["n_units"], "n_tokens": m["corpus"]["n_tokens"],
+    print(json.dumps({"atlas": str(args.atlas), "n_units": m.n_units, "n_tokens": m.corpus.n_tokens,
                       "start_s": round(start_s, 2), "unit": uf, "find": ff,
                       "targets": {"unit_p95_ms": UNIT_P95_MS, "find_max_ms": FIND_MAX_MS}, "ok": ok}))
 

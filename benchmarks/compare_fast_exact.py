@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from maxact.config import DEFAULT_CORPUS, DEFAULT_DEVICE, DEFAULT_MODEL, AtlasConfig
+
 MISS_TARGET = 0.02  # --k auto: estimated P(no top-K position in a batch) at most this
 MIN_SHARE = 0.40  # selection: exact top token wins at least this share of batches
 MAX_POS0 = 0.50  # selection: fewer than this share of exact wins at window position 0
@@ -56,8 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         pass
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=Formatter)
-    p.add_argument("--model", default="smollm2-135m", help="model preset, as for maxact sample")
-    p.add_argument("--corpus", default="looking-glass", help="named corpus or text file")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model preset, as for maxact sample")
+    p.add_argument("--corpus", default=DEFAULT_CORPUS, help="named corpus or text file")
     p.add_argument("--seq", type=int, default=128, help="tokens per window (atlas --seq = sample --seq)")
     p.add_argument("--batch", type=int, default=16, help="windows per batch (= atlas --ref-batch)")
     p.add_argument("--samples", type=int, default=500, help="batches (= atlas --ref-samples)")
@@ -69,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "the system temp dir named after the geometry, reused by later runs")
     p.add_argument("--rebuild", action="store_true", help="rebuild the atlas even if --atlas-dir matches")
     p.add_argument("--k", default="auto", help="atlas top-K per unit, or 'auto' (see the notes)")
-    p.add_argument("--device", default="cpu", help="torch device for the atlas and the exact run")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help="torch device for the atlas and the exact run")
     p.add_argument("--show", type=int, default=12, help="selected units listed beside the disagreements")
     p.add_argument("--rows", type=Path, default=None, help="write every unit's comparison here (JSON)")
     p.add_argument("--no-alias", action="store_true",
@@ -133,17 +135,16 @@ def atlas_mismatch(path: Path, want: dict, site_names: list[str], n_tokens: int,
     for key, value in want.items():
         if cfg.get(key) != value:
             return f"{key} is {cfg.get(key)!r}, need {value!r}"
-    if atlas.manifest["corpus"].get("sha256") != corpus_sha or atlas.manifest["corpus"]["n_tokens"] != n_tokens:
+    if atlas.manifest.corpus.sha256 != corpus_sha or atlas.manifest.corpus.n_tokens != n_tokens:
         return "made from another corpus text"
-    held = {s["name"] for s in atlas.sites}
+    held = {s.name for s in atlas.sites}
     missing = [s for s in site_names if s not in held]
     return f"lacks {', '.join(missing)}" if missing else None
 
 
-def ensure_atlas(lm, corpus, tokens, args, k: int, atlas_units) -> tuple[Path, float, bool]:
+def ensure_atlas(lm, source, args, k: int, atlas_units) -> tuple[Path, float, bool]:
     """(atlas dir, build seconds (recorded pass time if reused), reused?)."""
-    from maxact.engine.build import build_atlas
-    from maxact.engine.runner import AtlasConfig
+    from maxact.pipeline import build_atlas
 
     sites, layers = atlas_sites_layers(atlas_units)
     site_names = sorted({str(u.site_ref) for u in atlas_units})
@@ -154,11 +155,11 @@ def ensure_atlas(lm, corpus, tokens, args, k: int, atlas_units) -> tuple[Path, f
     out = Path(args.atlas_dir)
     want = {"model": args.model, "corpus": args.corpus, "seq": args.seq, "ref_seq": args.seq,
             "ref_batch": args.batch, "k": k, "max_tokens": None, "strip_gutenberg": False}
-    why = "--rebuild" if args.rebuild else atlas_mismatch(out, want, site_names, len(tokens), corpus.sha256)
+    why = "--rebuild" if args.rebuild else atlas_mismatch(out, want, site_names, len(source), source.info.sha256)
     if why is None:
         from maxact.store.reader import Atlas
 
-        recorded = Atlas(out).manifest.get("timing", {}).get("seconds", float("nan"))
+        recorded = (Atlas(out).manifest.timing or {}).get("seconds", float("nan"))
         log(f"reusing the atlas in {out} (its pass took {recorded} s when built)")
         return out, float(recorded), True
     if (out / "manifest.json").exists() and not args.rebuild and args.atlas_dir_given:
@@ -169,8 +170,7 @@ def ensure_atlas(lm, corpus, tokens, args, k: int, atlas_units) -> tuple[Path, f
                          k=k, ref_batch=args.batch, ref_samples=args.samples, seed=args.seed,
                          device=args.device)
     t0 = time.perf_counter()
-    build_atlas(lm, corpus, tokens, config, out, overwrite=True, progress=sys.stderr.isatty(),
-                echo=log)
+    build_atlas(lm, source, config, out, overwrite=True, progress=sys.stderr.isatty(), echo=log)
     return out, time.perf_counter() - t0, False
 
 
@@ -200,11 +200,11 @@ def compare_unit(atlas, row: int, us, starts: np.ndarray, args) -> dict:
     expected = dict(zip(ids.tolist(), shares.tolist()))
     atlas_top = int(ref["top_token"])
 
-    sim_starts, wrow, cols, sim_tally, sim_toks, _, _ = simulate_unit(
-        atlas, row, args.batch, args.seq, args.samples, args.seed, skip_pos0=False)
+    sim = simulate_unit(atlas, row, args.batch, args.seq, args.samples, args.seed, skip_pos0=False)
+    sim_starts, wrow, cols, sim_tally, sim_toks = sim.starts, sim.rows, sim.cols, sim.tally, sim.token_ids
     if not np.array_equal(sim_starts, starts):
         raise SystemExit("the atlas simulation drew other starts than the exact run: seeded "
-                         "batches are no longer comparable (maxact.sample.draw_starts changed?)")
+                         "batches are no longer comparable (maxact.windows.draw_starts changed?)")
     exact_pos = starts[np.arange(S), us.rows] + us.cols
     hit = sim_toks >= 0
     sim_pos = np.where(hit, sim_starts[np.arange(S), wrow] + cols, -1)
@@ -330,8 +330,8 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     lm = api.load_model(args.model, device=args.device)
-    corpus = api.load_corpus(args.corpus)
-    tokens = api.corpus_tokens(lm, corpus)
+    source = api.load_source(args.corpus, lm.tokenizer)
+    tokens = source.tokens  # (n_tokens,) int32
     units = resolve_units(lm.adapter, units_spec)
     log(f"loaded {args.model} and {len(tokens)} tokens of {args.corpus} in {time.perf_counter() - t0:.1f} s "
         f"({len(units)} units, torch threads {torch.get_num_threads()})")
@@ -342,12 +342,12 @@ def main(argv=None) -> int:
     atlas_units = [atlas_unit_of(u, alias) for u in units]
     k = auto_k(args.batch, args.seq, len(tokens)) if args.k == "auto" else int(args.k)
 
-    atlas_dir, build_s, reused = ensure_atlas(lm, corpus, tokens, args, k, atlas_units)
+    atlas_dir, build_s, reused = ensure_atlas(lm, source, args, k, atlas_units)
     atlas = Atlas(atlas_dir)
 
     log(f"exact sampling: {args.samples} batches of {args.batch} x {args.seq} for {len(units)} units ...")
     t0 = time.perf_counter()
-    result = api.sample(lm, corpus, units_spec, batch=args.batch, seq=args.seq, samples=args.samples,
+    result = api.sample(lm, source, units_spec, batch=args.batch, seq=args.seq, samples=args.samples,
                         seed=args.seed, progress=sys.stderr.isatty())
     exact_s = time.perf_counter() - t0
     log(f"exact sampling took {exact_s:.1f} s")

@@ -5,11 +5,14 @@
   loads offline in well under a second.
 - ``write_word_corpus(path, n_words, seed)``: a UTF-8 text of ``n_words`` such words, one token each.
 - ``synthetic_corpus(name)``: the corpus metadata ``build_atlas`` records, for token arrays made
-  in memory.
-- ``build_tiny_atlas(out, ...)``: ``build_atlas`` on a tiny in-memory model over random tokens.
+  in memory; ``synthetic_source(tokens, name)``: those tokens as a TokenSource.
+- ``build_tiny_atlas(out, ...)``: ``build_atlas`` on a tiny in-memory model over random tokens;
+  ``merge_tiny_partials(dirs, out, ...)``: ``merge_partials`` of its shards (same model and tokens).
 - ``single_thread()``: run torch on one thread (tiny ops are far slower multi-threaded on a busy
   machine).
 - ``run_cli(*args)`` / ``error_line(result)``: the CLI in-process, and its one ``error:`` line.
+- ``splitmix64(positions, seed)`` / ``expected_bands(acts, positions, seed)``: the activation bands
+  by brute force, in plain numpy.
 
 Names here are used by several test modules: keep them stable.
 """
@@ -17,7 +20,6 @@ Names here are used by several test modules: keep them stable.
 from __future__ import annotations
 
 import contextlib
-import types
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +58,25 @@ def write_word_corpus(path, n_words: int = 400, seed: int | None = None) -> str:
 
 
 def synthetic_corpus(name: str = "synthetic"):
-    """What build_atlas reads from a Corpus, for tokens made in memory."""
-    return types.SimpleNamespace(name=name, path=f"<{name}>", sha256="0" * 64, stripped=False)
+    """The CorpusInfo build_atlas records, for tokens made in memory."""
+    from maxact.corpus import CorpusInfo
+
+    return CorpusInfo(name=name, path=f"<{name}>", sha256="0" * 64, stripped=False)
+
+
+def synthetic_source(tokens: np.ndarray, name: str = "synthetic"):
+    """(n,) int32 tokens made in memory as a TokenSource of one document."""
+    from dataclasses import replace
+
+    from maxact.corpus import TokenSource
+
+    info = replace(synthetic_corpus(name), n_tokens=len(tokens))
+    return TokenSource(np.asarray(tokens, dtype=np.int32), np.zeros(1, dtype=np.int64), info)
+
+
+def tiny_tokens(n_tokens: int, seed: int) -> np.ndarray:
+    """The random (n_tokens,) int32 corpus of build_tiny_atlas."""
+    return np.random.default_rng(seed).integers(0, VOCAB, n_tokens).astype(np.int32)
 
 
 @contextlib.contextmanager
@@ -77,18 +96,29 @@ def build_tiny_atlas(out, family: str = "llama", n_tokens: int = 700, seed: int 
     (the Atlas is None for a shard, which writes a partial).
 
     ``config`` overrides AtlasConfig fields (defaults: seq 32, K 8, k_ctx 4, every site)."""
-    from maxact.engine.build import build_atlas
-    from maxact.engine.runner import AtlasConfig
+    from maxact.config import AtlasConfig
+    from maxact.pipeline import build_atlas
     from maxact.store.reader import Atlas
 
     lm = tiny_loaded(family)
-    tokens = np.random.default_rng(seed).integers(0, VOCAB, n_tokens).astype(np.int32)
+    tokens = tiny_tokens(n_tokens, seed)
     settings = dict(model=f"tiny-{family}", corpus="synthetic", seq=32, sites=tuple(lm.adapter.sites),
                     k=8, k_ctx=4, max_types=64, windows_per_batch=4, ref_samples=200)
     cfg = AtlasConfig(**{**settings, **config})
     with single_thread():
-        build_atlas(lm, synthetic_corpus(), tokens, cfg, Path(out), progress=False, echo=lambda m: None)
+        build_atlas(lm, synthetic_source(tokens), cfg, Path(out), progress=False, echo=lambda m: None)
     return lm, tokens, (Atlas(out) if cfg.shard is None else None), cfg
+
+
+def merge_tiny_partials(dirs, out, family: str = "llama", n_tokens: int = 700, seed: int = 0, **kwargs):
+    """merge_partials of build_tiny_atlas shards: the model and tokens are handed over, not loaded."""
+    from maxact.pipeline import merge_partials
+
+    tokens = tiny_tokens(n_tokens, seed)
+    with single_thread():
+        merge_partials([Path(d) for d in dirs], Path(out), echo=lambda m: None,
+                       load_model=lambda name, device: tiny_loaded(family),
+                       load_source=lambda lm, corpus, strip: synthetic_source(tokens), **kwargs)
 
 
 def run_cli(*args):
@@ -114,14 +144,47 @@ def error_line(result) -> str:
 
 __all__ = [
     "N_LAYERS", "D_MODEL", "VOCAB", "save_tiny_folder", "word_tokens", "write_word_corpus",
-    "synthetic_corpus", "single_thread", "build_tiny_atlas", "run_cli", "error_line",
+    "synthetic_corpus", "synthetic_source", "tiny_tokens", "single_thread", "build_tiny_atlas",
+    "merge_tiny_partials", "run_cli", "error_line", "splitmix64", "expected_bands",
 ]
+
+
+def splitmix64(positions: np.ndarray, seed: int) -> np.ndarray:
+    """The reference hash in plain uint64 numpy: the p-th output of splitmix64 seeded with seed."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) + (positions.astype(np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def expected_bands(acts: np.ndarray, positions: np.ndarray, seed: int):
+    """(U, B, R) positions and values by brute force: candidates hash below 2**58; per unit and band
+    (from BAND_EDGES), the R with the smallest hash."""
+    from maxact.engine.bands import BAND_EDGES, N_BANDS, PER_BAND
+
+    h = splitmix64(positions, seed)
+    cand = h < np.uint64(1 << 58)
+    order = np.argsort(h[cand], kind="stable")
+    vals, pos = acts[cand][order], positions[cand][order]  # candidates by increasing hash
+    U = acts.shape[1]
+    out_p = np.full((U, N_BANDS, PER_BAND), -1, dtype=np.int64)
+    out_v = np.full((U, N_BANDS, PER_BAND), np.nan, dtype=np.float32)
+    for u in range(U):
+        for b in range(N_BANDS):
+            lo, hi = BAND_EDGES[b], BAND_EDGES[b + 1]
+            inside = (vals[:, u] <= 0) if b == 0 else (vals[:, u] > 0) & (vals[:, u] >= lo) & (vals[:, u] < hi)
+            if b == 0:
+                inside |= np.isnan(vals[:, u])
+            idx = np.flatnonzero(inside)[:PER_BAND]
+            out_p[u, b, : len(idx)], out_v[u, b, : len(idx)] = pos[idx], vals[idx, u]
+    return out_p, out_v
 
 
 def simulate_by_coverage(positions, n_tokens, seq, batch, samples, seed):
     """Brute-force reference for refstat.simulate: draw the starts as an exact run does, test every
     window against every top position, keep the best rank covered and its first window."""
-    from maxact.sample import draw_starts
+    from maxact.windows import draw_starts
 
     rng = np.random.default_rng(seed)
     starts = np.stack([draw_starts(rng, n_tokens, seq, batch) for _ in range(samples)])  # (S, B)

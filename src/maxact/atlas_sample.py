@@ -7,14 +7,16 @@ import numpy as np
 
 from maxact.analysis.pages import simulate_unit
 from maxact.errors import MaxactError
-from maxact.sample import SampleConfig, SampleResult, UnitSample, resolve_seed
+from maxact.sampling import SampleConfig, SampleResult, UnitSample
 from maxact.store.reader import Atlas
 from maxact.units import parse_unit_spec
+from maxact.units import unit_specs as unit_specs_of
+from maxact.windows import resolve_seed
 
 
 def sample_from_atlas(atlas: Atlas, unit_specs: list[str], batch: int, seq: int, samples: int,
                       seed: int | None, skip_pos0: bool) -> SampleResult:
-    atlas_seq = atlas.manifest["seq"]
+    atlas_seq = atlas.manifest.seq
     if seq != atlas_seq:
         raise MaxactError(
             f"--seq {seq} differs from the atlas's window length {atlas_seq}: the atlas computed each "
@@ -25,35 +27,34 @@ def sample_from_atlas(atlas: Atlas, unit_specs: list[str], batch: int, seq: int,
     for spec in unit_specs:
         ref, index = parse_unit_spec(spec)
         if index is None:
-            site = next((s for s in atlas.sites if s["name"] == ref.name), None)
+            site = atlas.manifest.site(ref.name)
             if site is None:
                 atlas.row(ref.unit(0))  # raises the listing error
-            units.extend(ref.unit(i) for i in range(site["width"]))
+            units.extend(ref.unit(i) for i in range(site.width))
         else:
             units.append(ref.unit(index))
     starts = None
     results = []
     for unit in units:
         row = atlas.row(unit)
-        st, wrow, cols, _, toks, vals, wpos = simulate_unit(atlas, row, batch, seq, samples, seed, skip_pos0)
-        starts = st
-        results.append(UnitSample(unit, wrow.astype(np.int64), cols.astype(np.int64), toks, vals, wpos))
+        sim = simulate_unit(atlas, row, batch, seq, samples, seed, skip_pos0)
+        starts = sim.starts
+        results.append(UnitSample(unit, sim.rows.astype(np.int64), sim.cols.astype(np.int64), sim.token_ids,
+                                  sim.values, sim.window_pos))
     m = atlas.manifest
-    config = SampleConfig(model=m["model"]["name"], corpus=m["corpus"]["name"], batch=batch, seq=seq,
+    config = SampleConfig(model=m.model.name, corpus=m.corpus.name, batch=batch, seq=seq,
                           samples=samples, seed=seed, skip_pos0=skip_pos0, n_tokens=len(atlas.tokens),
-                          strip_gutenberg=bool(m["corpus"].get("stripped")), source="atlas")
+                          strip_gutenberg=m.corpus.stripped, source="atlas")
     return SampleResult(config, starts, results)
 
 
 def sample_from_atlas_dir(atlas_dir, *, layer, dim, unit_specs, batch, seq, samples, seed, skip_pos0):
-    from maxact.commands.sample_cmd import unit_specs_from
-
     atlas = Atlas(atlas_dir)
-    specs = unit_specs_from(layer, dim, unit_specs, atlas.manifest["model"]["n_layers"])
+    specs = unit_specs_of(layer, dim, unit_specs, atlas.manifest.model.n_layers)
     result = sample_from_atlas(atlas, specs, batch, seq, samples, seed, skip_pos0)
 
     def describe(unit):
         s = atlas.site_of(unit)
-        return f"{unit}  HF {s['hf_module']} ({s['reads']})  |  TL {s['tl_hook']}  [from atlas {atlas.path}]"
+        return f"{unit}  HF {s.hf_module} ({s.reads})  |  TL {s.tl_hook}  [from atlas {atlas.path}]"
 
     return result, describe, atlas.token_text

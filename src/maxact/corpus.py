@@ -1,20 +1,23 @@
-"""Text sources and tokenising.
+"""Token sources: text found, read, validated and tokenised into what the engine reads.
 
 A corpus is either a *named* corpus (a Project Gutenberg book that the tool knows how to find or
 fetch) or a path to any UTF-8 text file. The text is used raw, as the reference experiment used it:
-header included, no cleaning (see METHOD.md, step 1), unless the caller asks to strip the Project
-Gutenberg header. Tokenising runs the tokenizer once over the whole text with no special tokens.
+header included, no cleaning (see METHOD.md, step 1), unless the caller asks the book source to
+strip the Project Gutenberg header. Tokenising runs the tokenizer once over the whole text with no
+special tokens; ``load_source`` returns the result as a ``TokenSource`` (int32 tokens, document
+starts, where they came from), memoised per tokenizer and source.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +56,6 @@ NAMED_CORPORA: dict[str, NamedCorpus] = {
     ),
 }
 
-DEFAULT_CORPUS = "looking-glass"  # the corpus of the reference experiment
-
 DOWNLOAD_TIMEOUT_S = 60
 _USER_AGENT = "maxact/0.1 (single-file download)"
 
@@ -80,6 +81,46 @@ class Corpus:
     text: str = field(repr=False)  # a whole book: keep it out of repr()
     sha256: str
     stripped: bool = False
+
+
+@dataclass(frozen=True)
+class CorpusInfo:
+    """Where a token stream came from (the manifest's ``corpus``); n_tokens once it is known."""
+
+    name: str
+    path: str
+    sha256: str  # of the source's raw bytes
+    stripped: bool = False  # the Project Gutenberg header was stripped (book sources only)
+    n_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class TokenSource:
+    """What the engine reads instead of text: the token stream, its document boundaries and where it
+    came from. A single book is one document."""
+
+    tokens: np.ndarray = field(repr=False)  # (n_tokens,) int32
+    doc_starts: np.ndarray = field(repr=False)  # (n_docs,) int64, first token of each document
+    info: CorpusInfo
+
+    def __post_init__(self):
+        if self.tokens.dtype != np.int32 or self.tokens.ndim != 1:
+            raise TypeError(f"TokenSource.tokens must be a flat int32 array, got {self.tokens.dtype} {self.tokens.shape}")
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def head(self, n: int | None) -> TokenSource:
+        """The first n tokens (all when n is None), documents cut at n."""
+        if n is None or n >= len(self.tokens):
+            return self
+        tokens = self.tokens[:n]
+        starts = self.doc_starts[self.doc_starts < n]
+        return TokenSource(tokens, starts, replace(self.info, n_tokens=int(n)))
 
 
 def _not_a_corpus(value: str) -> MaxactError:
@@ -196,6 +237,9 @@ def load_corpus(name_or_path: str | os.PathLike[str], strip_gutenberg: bool = Fa
     dropped, and nothing else is cleaned. With `strip_gutenberg`, only the part between the
     Project Gutenberg START and END markers is kept (see `strip_gutenberg_text`).
     """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise MaxactError(f"a corpus is a name ({choices_text(NAMED_CORPORA)}) or the path of a UTF-8 text "
+                          f"file, got {type(name_or_path).__name__}")
     value = os.fspath(name_or_path)
     path = resolve_corpus_path(value).resolve()
     text, digest = _read_text(path)
@@ -256,16 +300,37 @@ def tokenize(text: str, tokenizer) -> np.ndarray:
     return arr.astype(np.int32)  # (n_tokens,) int32
 
 
-def require_tokens(n_tokens: int, seq: int, what: str) -> None:
-    """Raise MaxactError unless a corpus of `n_tokens` tokens can fill one window of `seq` tokens.
+def load_source(name_or_path: str | os.PathLike[str], tokenizer, strip_gutenberg: bool = False,
+                max_tokens: int | None = None) -> TokenSource:
+    """The token source of a named corpus or a text file: ``load_corpus`` then ``tokenize_corpus``.
+    strip_gutenberg: keep only the book between its Project Gutenberg markers; max_tokens: only the
+    first N tokens (all when None)."""
+    return tokenize_corpus(load_corpus(name_or_path, strip_gutenberg=strip_gutenberg), tokenizer, max_tokens)
 
-    The reference draws window starts from [0, n_tokens - seq), so it needs n_tokens >= seq + 1.
-    `what` names the corpus in the message (e.g. "corpus 'looking-glass'").
-    """
-    if seq < 1:
-        raise MaxactError(f"--seq must be a positive number of tokens, got {seq}")
-    if n_tokens < seq + 1:
-        raise MaxactError(
-            f"{what} has {n_tokens} tokens, too few for --seq {seq} (it needs at least "
-            f"{seq + 1}); use a smaller --seq or a longer corpus"
-        )
+
+def tokenize_corpus(corpus: Corpus, tokenizer, max_tokens: int | None = None) -> TokenSource:
+    """A loaded corpus as a token source (one document), tokenised once per tokenizer and source."""
+    if max_tokens is not None and max_tokens < 1:
+        raise MaxactError(f"max_tokens must be at least 1, got {max_tokens}")
+    key = (tokenizer_key(tokenizer), corpus.sha256, corpus.stripped)
+    tokens = _TOKEN_CACHE.pop(key, None)
+    if tokens is None:
+        tokens = tokenize(corpus.text, tokenizer)  # (n_tokens,) int32
+    _TOKEN_CACHE[key] = tokens  # most recently used last
+    while len(_TOKEN_CACHE) > TOKEN_CACHE_SIZE:
+        del _TOKEN_CACHE[next(iter(_TOKEN_CACHE))]
+    info = CorpusInfo(name=corpus.name, path=corpus.path, sha256=corpus.sha256, stripped=corpus.stripped,
+                      n_tokens=len(tokens))
+    return TokenSource(tokens, np.zeros(1, dtype=np.int64), info).head(max_tokens)
+
+
+def tokenizer_key(tokenizer) -> tuple[str, int, str]:
+    """What identifies a tokenizer's output: its name or path, vocabulary size and a hash of the
+    vocabulary (token -> id, added tokens included). Unlike ``id()``, never reused by another one."""
+    vocab = tokenizer.get_vocab()
+    digest = hashlib.sha256(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()).hexdigest()
+    return str(getattr(tokenizer, "name_or_path", "")), len(vocab), digest
+
+
+TOKEN_CACHE_SIZE = 4  # token streams kept per process (a book is ~100 k tokens, 400 kB)
+_TOKEN_CACHE: dict[tuple, np.ndarray] = {}

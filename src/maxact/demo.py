@@ -9,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
+from maxact.config import DEFAULT_CORPUS, DEFAULT_MODEL, AtlasConfig
 from maxact.errors import MaxactError
+from maxact.store import format as F
 
 
 def pick_striking(atlas, n: int = 10) -> list[int]:
     """Rows of units whose reference winner is one token, away from position 0, and selective:
     the token's mean activation stands far above the unit's mean (z), and it is not frequent."""
-    ref = atlas["refstat.npy"]
+    ref = atlas[F.REF]
     counts = atlas.token_counts
     tt = np.asarray(ref["top_token"])
     occ = np.where(tt >= 0, counts[np.clip(tt, 0, None)], 0)
@@ -28,41 +30,36 @@ def pick_striking(atlas, n: int = 10) -> list[int]:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--atlas", type=Path, required=True, help="where the cached demo atlas lives")
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--corpus", default="looking-glass")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--corpus", default=DEFAULT_CORPUS)
     args = p.parse_args(argv)
 
     from maxact.analysis.pages import find_units, unit_page
     from maxact.report import find_text, unit_page_text
-    from maxact.store import format as F
     from maxact.store.reader import Atlas
 
     try:
         if not (args.atlas / F.MANIFEST).exists():
-            from maxact.commands.atlas_cmd import run_atlas_command
+            from maxact.commands.atlas_cmd import run_atlas
 
             print(f"building the atlas of {args.model} over {args.corpus} into {args.atlas} (cached for next time)")
             t0 = time.perf_counter()
-            run_atlas_command(
-                model=args.model, corpus=args.corpus, out=args.atlas, seq=256, sites=None, layers=None,
-                k=64, max_types=512, windows_per_batch=16, max_tokens=None, strip_gutenberg=False,
-                shard=None, resume=(args.atlas / F.RUN_DIR).exists(), overwrite=False, ref_batch=32,
-                ref_samples=1000, seed=0, device="cpu", checkpoint_s=60.0, trust_remote_code=False,
-                echo=lambda m, err=False: print(m),
-            )
+            run_atlas(AtlasConfig(model=args.model, corpus=args.corpus), args.atlas,
+                      resume=(args.atlas / F.RUN_DIR).exists(),
+                      echo=lambda m, err=False: print(m))
             print(f"atlas built in {time.perf_counter() - t0:.0f} s")
         else:
             print(f"using the cached atlas {args.atlas} (delete it to rebuild)")
         atlas = Atlas(args.atlas)
         m = atlas.manifest
-        print(f"\n{m['n_units']} units of {m['model']['name']} over {m['corpus']['name']} "
-              f"({m['corpus']['n_tokens']} tokens) from one pass")
+        print(f"\n{m.n_units} units of {m.model.name} over {m.corpus.name} "
+              f"({m.corpus.n_tokens} tokens) from one pass")
         rows = pick_striking(atlas)
         unit = str(atlas.unit_at(rows[0]))
         print(f"\n=== a striking unit: {unit} ===  (maxact show {args.atlas} {unit})\n")
         print(unit_page_text(unit_page(atlas, unit), m, top=8))
         print("\n=== the most selective units (reference winner share x selectivity, position 0 excluded) ===")
-        ref = atlas["refstat.npy"]
+        ref = atlas[F.REF]
         for r in rows:
             t = int(ref["top_token"][r])
             print(f"{str(atlas.unit_at(r)):<22} wins {ref['top_share'][r]:6.1%} with {atlas.token_text(t)!r:<16} "

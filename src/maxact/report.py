@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from maxact.store.manifest import Manifest
 from maxact.tally import Tally
 
 
@@ -67,13 +68,13 @@ def _ctx_line(item: dict, width: int = 90) -> str:
     return text
 
 
-def unit_page_text(page: dict, manifest: dict, top: int = 10) -> str:
+def unit_page_text(page: dict, manifest: Manifest, top: int = 10) -> str:
     info, st, ref = page["info"], page["stats"], page["reference"]
     g = ref["geometry"]
     head = f" (head {info['head']}, dim {info['head_dim']})" if "head" in info else ""
     lines = [
         f"{page['unit']}{head}  HF {info['hf_module']} ({info['reads']})  |  TL {info['tl_hook']}",
-        f"model {manifest['model']['name']}, corpus {manifest['corpus']['name']} ({manifest['corpus']['n_tokens']} tokens)",
+        f"model {manifest.model.name}, corpus {manifest.corpus.name} ({manifest.corpus.n_tokens} tokens)",
         "",
         f"reference statistic ({g['samples']} batches of {g['batch']} x {g['seq']}, seed {g['seed']}, from the atlas):",
         f"{'count':>7}  {'share':>6}  {'expected':>8}  {'wins/occ':>8}  token",

@@ -49,21 +49,20 @@ def corpus_text(n: int = 700, seed: int = 0) -> str:
 
 def build_viewer_atlas(root: Path) -> tuple[Path, str]:
     """(atlas dir, model folder) under root."""
-    from maxact.corpus import load_corpus, tokenize
-    from maxact.engine.build import build_atlas
-    from maxact.engine.runner import AtlasConfig
+    from maxact.config import AtlasConfig
+    from maxact.corpus import load_corpus, tokenize_corpus
     from maxact.models.loading import load_model
+    from maxact.pipeline import build_atlas
 
     model_dir = save_tiny_model(root / "tiny-llama")
     text_path = root / "markup-corpus.txt"
     text_path.write_text(corpus_text(), encoding="utf-8")
     lm = load_model(model_dir)
-    corpus = load_corpus(text_path)
-    tokens = tokenize(corpus.text, lm.tokenizer)
+    source = tokenize_corpus(load_corpus(text_path), lm.tokenizer)
     config = AtlasConfig(model=model_dir, corpus=str(text_path), seq=32, k=8, k_ctx=4, max_types=64,
                          windows_per_batch=4, ref_batch=4, ref_samples=200, seed=0)
     out = root / "atlas"
-    build_atlas(lm, corpus, tokens, config, out, progress=False, echo=lambda m: None)
+    build_atlas(lm, source, config, out, progress=False, echo=lambda m: None)
     return out, model_dir
 
 

@@ -17,8 +17,9 @@ import pytest
 import torch
 from atlas_helpers import run_cli, single_thread
 
+from maxact.config import AtlasConfig
 from maxact.corpus import NAMED_CORPORA
-from maxact.engine.runner import AtlasConfig, WindowPlan
+from maxact.engine.plan import WindowPlan
 from maxact.models import load_model
 from maxact.store import format as F
 from maxact.store.reader import Atlas
@@ -88,8 +89,8 @@ def ranked(acts, largest, k):
 def test_tokens_and_sites(atlas_dir, tokens):
     a = Atlas(atlas_dir)
     np.testing.assert_array_equal(a.tokens, tokens)
-    assert a.manifest["corpus"]["name"] == "looking-glass" and a.manifest["corpus"]["n_tokens"] == N_TOKENS
-    assert [s["name"] for s in a.sites] == [
+    assert a.manifest.corpus.name == "looking-glass" and a.manifest.corpus.n_tokens == N_TOKENS
+    assert [s.name for s in a.sites] == [
         "L0.resid_pre", "L0.mlp_post", "L1.resid_pre", "L1.mlp_post", "L2.resid_pre", "L2.mlp_post", "ln_final"]
     assert (a[F.STATS]["count"] == N_TOKENS).all()
 
@@ -100,7 +101,7 @@ def test_top_and_bottom_equal_plain_transformers(atlas_dir, hidden, site, key):
     a = Atlas(atlas_dir)
     acts = hidden[key]
     rows = a.site_rows(site)
-    K = a.manifest["k"]
+    K = a.manifest.k
     for part, largest in (("top", True), ("bottom", False)):
         bv, bp = ranked(acts, largest, K)
         np.testing.assert_array_equal(a[f"{part}_positions.npy"][rows], bp, err_msg=f"{site} {part}")
@@ -141,11 +142,12 @@ def test_sample_from_the_atlas(atlas_dir, tmp_path):
     result = run_cli(*args)
     assert result.exit_code == 0, result.output
     obj = json.loads((tmp_path / "s.json").read_text())
-    assert obj["unit"] == "L2.resid_pre:345" and obj["config"]["source"] == "atlas"
-    assert {"unit", "config", "batches", "tally", "distinct", "pos0_wins"} == obj.keys()
+    assert [u["unit"] for u in obj["units"]] == ["L2.resid_pre:345"] and obj["config"]["source"] == "atlas"
+    assert {"config", "starts", "units"} == obj.keys()
+    assert {"unit", "winners", "tally", "distinct", "pos0_wins"} == obj["units"][0].keys()
     rng = np.random.default_rng(7)  # the starts exact sampling would draw with this seed
-    for b in obj["batches"]:
-        assert b["starts"] == rng.integers(0, N_TOKENS - SEQ, size=32).tolist()
+    for starts in obj["starts"]:
+        assert starts == rng.integers(0, N_TOKENS - SEQ, size=32).tolist()
     t0 = time.perf_counter()
     res, _, _ = sample_from_atlas_dir(atlas_dir, layer=None, dim=None, unit_specs=["L1.mlp_post:7"],
                                       batch=32, seq=SEQ, samples=1000, seed=0, skip_pos0=False)

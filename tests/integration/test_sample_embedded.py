@@ -94,25 +94,25 @@ def test_reference_run_peak_memory_under_2gb(reference_run):
 def test_reference_run_recomputes_with_transformers(reference_run, lm, corpus_tokens):
     tmp, _, _, _ = reference_run
     obj = json.loads((tmp / "s.json").read_text())
-    assert obj["unit"] == "L2.resid_pre:345"
+    assert [u["unit"] for u in obj["units"]] == ["L2.resid_pre:345"]
+    unit = obj["units"][0]
     cfg = obj["config"]
     assert (cfg["batch"], cfg["seq"], cfg["samples"], cfg["seed"]) == (BATCH, SEQ, 3, 7)
     assert cfg["corpus"] == "looking-glass" and cfg["n_tokens"] == len(corpus_tokens)
     # the starts are the documented draw: one default_rng(seed), `batch` integers per batch
     rng = np.random.default_rng(7)
-    assert len(obj["batches"]) == 3
-    for batch in obj["batches"]:
-        assert batch["starts"] == rng.integers(0, len(corpus_tokens) - SEQ, size=BATCH).tolist()
-        X = windows(corpus_tokens, batch["starts"])
+    assert len(obj["starts"]) == 3 and len(unit["winners"]) == 3
+    for starts, w in zip(obj["starts"], unit["winners"], strict=True):
+        assert starts == rng.integers(0, len(corpus_tokens) - SEQ, size=BATCH).tolist()
+        X = windows(corpus_tokens, starts)
         with torch.no_grad():
             A = lm.model(X, output_hidden_states=True).hidden_states[2][..., 345]  # (B, T)
         i = int(A.flatten().argmax())
         row, col = divmod(i, SEQ)
-        w = batch["winner"]
         assert (w["row"], w["col"], w["token_id"]) == (row, col, int(X[row, col]))
         assert abs(w["value"] - float(A[row, col])) < VALUE_TOL
-    counts = {t["token_id"]: t["count"] for t in obj["tally"]}
-    winners = [b["winner"]["token_id"] for b in obj["batches"]]
+    counts = {t["token_id"]: t["count"] for t in unit["tally"]}
+    winners = [w["token_id"] for w in unit["winners"]]
     assert counts == {t: winners.count(t) for t in set(winners)}
 
 
@@ -122,11 +122,12 @@ def test_reference_run_prints_tally_and_position_0(reference_run, lm):
     assert (
         "L2.resid_pre:345" in out and "model.layers.2" in out and "blocks.2.hook_resid_pre" in out
     )
-    for t in obj["tally"]:
+    tally = obj["units"][0]["tally"]
+    for t in tally:
         shown = json.dumps(lm.token_text(t["token_id"]), ensure_ascii=False)  # quoted, space kept
         assert f"{shown} (id {t['token_id']})" in out
         assert f"{t['share']:.1%}" in out
-    assert f"distinct winners: {len(obj['tally'])}" in out
+    assert f"distinct winners: {len(tally)}" in out
     assert "wins at window position 0: " in out
     assert (tmp / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -151,15 +152,16 @@ def test_whole_mlp_site_in_one_run(tmp_path, lm, corpus_tokens, shared_corpora):
     code, out, err, peak = run_cli(args, tmp_path, "site", shared_corpora)
     assert code == 0, err
     assert peak < PEAK_LIMIT_KIB
-    objs = json.loads(path.read_text())
+    obj = json.loads(path.read_text())
+    objs = obj["units"]
     assert isinstance(objs, list) and len(objs) == 1536
     assert [o["unit"] for o in objs] == [f"L1.mlp_post:{i}" for i in range(1536)]
     assert out.count("wins at window position 0: ") == 1536
     # every neuron, every batch: a plain hook on what the down projection reads
     down = lm.model.model.layers[1].mlp.down_proj
     for b in range(2):
-        starts = objs[0]["batches"][b]["starts"]
-        assert all(o["batches"][b]["starts"] == starts for o in objs)
+        starts = obj["starts"][b]  # one list of starts, shared by every unit
+        assert all(len(o["winners"]) == 2 for o in objs)
         X = windows(corpus_tokens, starts)
         got = {}
         handle = down.register_forward_pre_hook(lambda m, args, got=got: got.update(x=args[0]))
@@ -170,7 +172,7 @@ def test_whole_mlp_site_in_one_run(tmp_path, lm, corpus_tokens, shared_corpora):
             handle.remove()
         acts = got["x"].reshape(-1, 1536)  # (B * T, 1536), row-major
         best = acts.argmax(dim=0)  # (1536,)
-        winners = [o["batches"][b]["winner"] for o in objs]
+        winners = [o["winners"][b] for o in objs]
         np.testing.assert_array_equal([w["row"] * SEQ + w["col"] for w in winners], best.numpy())
         np.testing.assert_array_equal([w["token_id"] for w in winners], X.flatten()[best].numpy())
         np.testing.assert_allclose(

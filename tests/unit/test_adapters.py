@@ -9,7 +9,7 @@ from tiny_models import FAMILIES, hand_sites, tiny_input_ids, tiny_loaded, tiny_
 from maxact.capture import capture
 from maxact.errors import MaxactError
 from maxact.models.adapters import adapter_for
-from maxact.units import HEAD_SITES, SiteRef
+from maxact.units import SITE_KINDS, SiteRef
 
 HAND = dict(atol=1e-5, rtol=1e-5)  # hand matmuls sum in another order than HF's kernels
 
@@ -87,7 +87,7 @@ def test_tiny_model_shapes_are_what_the_tests_rely_on():
 
 def test_describe_index_names_head_and_dim():
     adapter = tiny_loaded("gpt_neox").adapter
-    for site in HEAD_SITES:
+    for site in [name for name, kind in SITE_KINDS.items() if kind.per_head]:
         assert adapter.describe_index(SiteRef(site, 0), 2 * adapter.d_head + 3) == "head 2, dim 3"
 
 

@@ -18,6 +18,7 @@ import torch
 from atlas_helpers import (
     build_tiny_atlas,
     error_line,
+    merge_tiny_partials,
     run_cli,
     save_tiny_folder,
     single_thread,
@@ -80,7 +81,7 @@ def npy_files(d: Path) -> list[str]:
 
 def assert_same_bytes(a: Path, b: Path):
     """Every array file of two atlases byte for byte (dtype, shape and every bit, NaNs included)."""
-    assert npy_files(a) == npy_files(b) and len(npy_files(a)) == 24
+    assert npy_files(a) == npy_files(b) and len(npy_files(a)) == 27  # 24 + the 3 of activation bands
     for name in npy_files(a):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     for name in (F.VOCAB, F.CONFIG):
@@ -144,7 +145,7 @@ def test_resume_without_checkpoint_starts_over_and_finished_atlas_is_kept(atlas_
     result = ok(cli(*atlas_args, "--out", out, "--resume", "--max-tokens", "300"))
     assert "no checkpoint to resume from" in result.stderr
     atlas = Atlas(out)
-    assert len(atlas.tokens) == 300 and atlas.manifest["corpus"]["n_tokens"] == 300
+    assert len(atlas.tokens) == 300 and atlas.manifest.corpus.n_tokens == 300
     assert (atlas[F.STATS]["count"] == 300).all()
     np.testing.assert_array_equal(atlas.tokens, Atlas(one_run).tokens[:300])  # --max-tokens: a prefix
     manifest = (out / F.MANIFEST).read_bytes()
@@ -177,7 +178,8 @@ def test_merged_shards_equal_one_run(shards, one_run, tmp_path):
     exact = [F.TOP_VALUES, F.TOP_POSITIONS, F.BOTTOM_VALUES, F.BOTTOM_POSITIONS, F.TOP0_VALUES,
              F.TOP0_POSITIONS, F.BOTTOM0_VALUES, F.BOTTOM0_POSITIONS, F.TOP_CONTEXT, F.BOTTOM_CONTEXT,
              F.HIST, F.HIST_BOUNDS, F.TUNING_IDS, F.TUNING_COUNTS, F.REF_POSITIONS, F.REF_PROBS,
-             F.TOKENS, F.LOGIT_TOP_IDS, F.LOGIT_TOP_VALUES, F.LOGIT_BOTTOM_IDS, F.LOGIT_BOTTOM_VALUES]
+             F.TOKENS, F.LOGIT_TOP_IDS, F.LOGIT_TOP_VALUES, F.LOGIT_BOTTOM_IDS, F.LOGIT_BOTTOM_VALUES,
+             F.BAND_POSITIONS, F.BAND_VALUES, F.BAND_EDGES]
     assert sorted(exact + [F.STATS, F.TUNING_MEANS, F.REF]) == npy_files(one_run)
     for name in exact:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
@@ -191,19 +193,16 @@ def test_merged_shards_equal_one_run(shards, one_run, tmp_path):
     for name in ("top_token", "x_top_token", "best_token", "top_share", "pos0_share", "miss"):
         np.testing.assert_array_equal(ra[name], rb[name], err_msg=name)
     np.testing.assert_allclose(ra["best_z"], rb["best_z"], rtol=1e-4)
-    assert b.manifest["merged_from"] == 3 and b.manifest["windows"] == [[0, 41], [41, 83], [83, 125]]
+    assert b.manifest.merged_from == 3 and b.manifest.windows == [[0, 41], [41, 83], [83, 125]]
 
 
 @pytest.mark.parametrize("seq", [16, 12])  # 12: not a multiple of the histogram's stride
 def test_merged_histograms_equal_one_run_for_any_seq(tmp_path, seq):
-    from maxact.engine.build import merge_partials
-
     common = dict(n_tokens=600, seq=seq, sites=("resid_pre",), layers=(0,), windows_per_batch=2)
     _, _, one, _ = build_tiny_atlas(tmp_path / "one", **common)
     for i in range(3):
         build_tiny_atlas(tmp_path / f"s{i}", shard=(i, 3), **common)
-    with single_thread():
-        merge_partials([tmp_path / f"s{i}" for i in range(3)], tmp_path / "m", echo=lambda m: None)
+    merge_tiny_partials([tmp_path / f"s{i}" for i in range(3)], tmp_path / "m", n_tokens=600)
     merged = Atlas(tmp_path / "m")
     np.testing.assert_array_equal(merged[F.TOP_POSITIONS], one[F.TOP_POSITIONS])
     np.testing.assert_array_equal(merged[F.HIST], one[F.HIST])
@@ -322,20 +321,21 @@ def test_sample_atlas_matches_exact_sampling_format_and_starts(one_run, folder, 
     result = ok(cli("sample", "--atlas", one_run, *common, "--json", tmp_path / "atlas.json"))
     assert "simulated from an atlas" in result.stdout
     exact, sim = (json.loads((tmp_path / f).read_text()) for f in ("exact.json", "atlas.json"))
-    assert [o["unit"] for o in exact] == [o["unit"] for o in sim] == ["L0.resid_pre:5", "L1.mlp_post:3"]
-    for e, s in zip(exact, sim):
-        assert e.keys() == s.keys() and e["config"].keys() == s["config"].keys()
-        assert s["config"]["source"] == "atlas" and e["config"]["n_tokens"] == s["config"]["n_tokens"]
-        assert [b["starts"] for b in e["batches"]] == [b["starts"] for b in s["batches"]]
+    assert exact.keys() == sim.keys() and exact["config"].keys() == sim["config"].keys()
+    assert sim["config"]["source"] == "atlas" and exact["config"]["n_tokens"] == sim["config"]["n_tokens"]
+    assert exact["starts"] == sim["starts"]
+    assert [o["unit"] for o in exact["units"]] == [o["unit"] for o in sim["units"]] == ["L0.resid_pre:5", "L1.mlp_post:3"]
+    for e, s in zip(exact["units"], sim["units"]):
+        assert e.keys() == s.keys()
         assert e["tally"] and s["tally"] and e["tally"][0].keys() == s["tally"][0].keys()
     # L0.resid_pre is the token embedding (no context): where the atlas's top-K answers a batch,
     # its winner is the exact run's winning token with the same value
     hits = 0
-    for be, bs in zip(exact[0]["batches"], sim[0]["batches"]):
-        if bs["winner"] is not None:
+    for we, ws in zip(exact["units"][0]["winners"], sim["units"][0]["winners"]):
+        if ws is not None:
             hits += 1
-            assert bs["winner"]["token_id"] == be["winner"]["token_id"]
-            assert bs["winner"]["value"] == be["winner"]["value"]
+            assert ws["token_id"] == we["token_id"]
+            assert ws["value"] == we["value"]
     assert hits > 0
 
 

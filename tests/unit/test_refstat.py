@@ -128,13 +128,13 @@ def test_win_probabilities_agree_with_monte_carlo():
 
 # ---- simulated batches ------------------------------------------------------------------------
 def test_simulate_draws_the_starts_of_exact_sampling_and_finds_each_winner():
-    from maxact.sample import draw_starts
+    from maxact.windows import draw_starts
 
     n, seq, batch, samples, seed = 90, 12, 4, 300, 3
     rng = np.random.default_rng(0)
     pos = ranked_positions(rng, n, 8, 7, must=(n - 1, 0))
     starts, rank, row = simulate(pos, n, seq, batch, samples, seed)
-    exact_rng = np.random.default_rng(seed)  # the draws of maxact.sample.sample_exact, batch by batch
+    exact_rng = np.random.default_rng(seed)  # the draws of maxact.sampling.sample_exact, batch by batch
     np.testing.assert_array_equal(starts, np.stack([draw_starts(exact_rng, n, seq, batch) for _ in range(samples)]))
     for b in range(samples):
         assert (rank[b], row[b] if rank[b] >= 0 else 0) == winner(pos, starts[b], seq)

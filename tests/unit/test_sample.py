@@ -10,6 +10,8 @@ plain hook on the HF module written here (not our adapters), flatten row-major a
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from tiny_models import FAMILIES, VOCAB, tiny_loaded
 from maxact.errors import MaxactError
 from maxact.models.adapters.base import resolve_units
 from maxact.report import show_token, tally_summary, tally_table
-from maxact.sample import SampleConfig, sample_exact
+from maxact.sampling import SampleConfig, sample_exact
 from maxact.tally import tally_winners
 from maxact.units import layer_dim_unit, parse_unit
 
@@ -314,25 +316,27 @@ def test_to_json_shape(loaded, tokens):
     result = sample_exact(
         lm, tokens, units, config(batch=32, seq=8, samples=3, seed=9), progress=False
     )
-    objs = result.to_json(token_text)
-    assert json.loads(json.dumps(objs)) == objs  # plain JSON types only
-    assert [o["unit"] for o in objs] == ["L2.resid_pre:5", "L1.attn_q:20"]
-    for obj, u in zip(objs, result.units, strict=True):
+    obj = result.to_json(token_text)
+    assert json.loads(json.dumps(obj)) == obj  # plain JSON types only
+    # one shape whatever the number of units: the config and the starts once, then each unit
+    assert set(obj) == {"config", "starts", "units"}
+    cfg = obj["config"]
+    assert {k: cfg[k] for k in ("model", "corpus", "batch", "seq", "samples", "seed")} == dict(
+        model="tiny", corpus="synthetic", batch=32, seq=8, samples=3, seed=9
+    )
+    assert cfg["n_tokens"] == len(tokens) and cfg["skip_pos0"] is False
+    assert len(obj["starts"]) == 3
+    for b, starts in enumerate(obj["starts"]):
+        assert len(starts) == 32 and all(type(s) is int for s in starts)
+        assert all(0 <= s < len(tokens) - 8 for s in starts)
+        assert starts == result.starts[b].tolist()
+    assert [o["unit"] for o in obj["units"]] == ["L2.resid_pre:5", "L1.attn_q:20"]
+    for unit_obj, u in zip(obj["units"], result.units, strict=True):
         # the documented keys, plus the two summary numbers that the terminal report prints
-        assert {"unit", "config", "batches", "tally"} <= set(obj)
-        assert set(obj) - {"unit", "config", "batches", "tally"} <= {"distinct", "pos0_wins"}
-        cfg = obj["config"]
-        assert {k: cfg[k] for k in ("model", "corpus", "batch", "seq", "samples", "seed")} == dict(
-            model="tiny", corpus="synthetic", batch=32, seq=8, samples=3, seed=9
-        )
-        assert cfg["n_tokens"] == len(tokens) and cfg["skip_pos0"] is False
-        assert len(obj["batches"]) == 3
-        for b, batch in enumerate(obj["batches"]):
-            assert set(batch) == {"starts", "winner"}
-            assert len(batch["starts"]) == 32 and all(type(s) is int for s in batch["starts"])
-            assert all(0 <= s < len(tokens) - 8 for s in batch["starts"])
-            assert batch["starts"] == result.starts[b].tolist()
-            w = batch["winner"]
+        assert {"unit", "winners", "tally"} <= set(unit_obj)
+        assert set(unit_obj) - {"unit", "winners", "tally"} <= {"distinct", "pos0_wins"}
+        assert len(unit_obj["winners"]) == 3
+        for b, w in enumerate(unit_obj["winners"]):
             assert set(w) == {"row", "col", "token_id", "value"}
             assert [type(w[k]) for k in ("row", "col", "token_id", "value")] == [
                 int,
@@ -341,11 +345,20 @@ def test_to_json_shape(loaded, tokens):
                 float,
             ]
             assert (w["row"], w["col"], w["token_id"]) == (u.rows[b], u.cols[b], u.token_ids[b])
-            assert w["token_id"] == tokens[batch["starts"][w["row"]] + w["col"]]
-        assert sum(t["count"] for t in obj["tally"]) == 3
-        for t in obj["tally"]:
+            assert w["token_id"] == tokens[obj["starts"][b][w["row"]] + w["col"]]
+        assert sum(t["count"] for t in unit_obj["tally"]) == 3
+        for t in unit_obj["tally"]:
             assert set(t) == {"token_id", "token", "count", "share"}
             assert t["token"] == token_text(t["token_id"]) and t["share"] == t["count"] / 3
+
+
+def test_to_json_has_the_same_shape_for_one_unit(loaded, tokens):
+    lm = loaded["llama"]
+    one = sample_exact(lm, tokens, [parse_unit("L2.resid_pre:5")], config(), progress=False).to_json(token_text)
+    two = sample_exact(lm, tokens, [parse_unit("L2.resid_pre:5"), parse_unit("L0.resid_pre:1")], config(),
+                       progress=False).to_json(token_text)
+    assert set(one) == set(two) == {"config", "starts", "units"} and len(one["units"]) == 1
+    assert one["starts"] == two["starts"] and one["units"][0] == two["units"][0]
 
 
 # ---- bad input -----------------------------------------------------------------------------------
@@ -366,3 +379,92 @@ def test_corpus_shorter_than_one_window(loaded):
         progress=False,
     )
     assert (result.starts == 0).all()
+
+
+# ---- the Python API ------------------------------------------------------------------------------
+def test_maxact_sample_stays_the_function_after_any_import():
+    """`maxact.sample` is the API function even once every submodule has been imported (a submodule
+    named `sample` used to replace it: TypeError: 'module' object is not callable)."""
+    code = ("import maxact, maxact.api, maxact.sampling, maxact.cli, maxact.commands.sample_cmd\n"
+            "import pkgutil\n"
+            "names = {m.name for m in pkgutil.iter_modules(maxact.__path__)}\n"
+            "assert not names & set(maxact._API), names & set(maxact._API)\n"
+            "assert maxact.sample is maxact.api.sample and callable(maxact.sample)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def folder_lm(tmp_path_factory):
+    """The tiny Llama with its word-level tokenizer, loaded as a user would, and a 400-word corpus."""
+    from atlas_helpers import save_tiny_folder, write_word_corpus
+
+    import maxact
+
+    tmp = tmp_path_factory.mktemp("api")
+    return maxact.load_model(save_tiny_folder(tmp / "model")), write_word_corpus(tmp / "words.txt", 400)
+
+
+def test_api_takes_a_corpus_name_or_path(folder_lm):
+    import maxact
+
+    lm, path = folder_lm
+    kw = dict(batch=2, seq=8, samples=3, seed=4, progress=False)
+    by_path = maxact.sample(lm, path, "L1.resid_pre:3", **kw)
+    by_corpus = maxact.sample(lm, maxact.load_corpus(path), ["L1.resid_pre:3"], **kw)
+    by_source = maxact.sample(lm, maxact.load_source(path, lm.tokenizer), ["L1.resid_pre:3"], **kw)
+    assert by_path.to_json(lm.token_text) == by_corpus.to_json(lm.token_text) == by_source.to_json(lm.token_text)
+    assert by_path.config.n_tokens == 400 and by_path.config.corpus == "words"
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (dict(lm=None), "lm must be a model from maxact.load_model(...), got NoneType"),
+        (dict(corpus=123), "corpus must come from maxact.load_corpus(...)"),
+        (dict(corpus="no-such-book"), "unknown corpus 'no-such-book'"),
+        (dict(corpus=None), "corpus must come from maxact.load_corpus(...)"),
+        (dict(units=[]), "units is empty"),
+        (dict(units=[3]), "units must be a list of unit ids"),
+        (dict(units=["L9.resid_pre:0"]), "block 9 in L9.resid_pre is out of range"),
+        (dict(seed=-1), "seed must be 0 or more, got -1"),
+        (dict(seed=1.5), "seed must be a whole number, got float 1.5"),
+        (dict(batch=-1), "batch must be at least 1, got -1"),
+        (dict(batch=True), "batch must be a whole number, got bool True"),
+        (dict(seq="8"), "seq must be a whole number, got str '8'"),
+        (dict(samples=0), "samples must be at least 1, got 0"),
+        (dict(skip_pos0="no"), "skip_pos0 must be True or False"),
+    ],
+)
+def test_api_refuses_bad_arguments_in_one_line(folder_lm, change, expected):
+    import maxact
+
+    lm, path = folder_lm
+    kw = dict(lm=lm, corpus=path, units=["L1.resid_pre:3"], batch=2, seq=8, samples=2, seed=0, progress=False)
+    with pytest.raises(MaxactError) as err:
+        maxact.sample(**{**kw, **change})
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_api_tally_frame_and_plot_refuse_bad_arguments(folder_lm, tmp_path):
+    import maxact
+
+    lm, path = folder_lm
+    result = maxact.sample(lm, path, ["L1.resid_pre:3"], batch=2, seq=8, samples=2, seed=0, progress=False)
+    with pytest.raises(MaxactError, match=r"unit 'L0.resid_pre:1' is not in this result; its units: L1.resid_pre:3"):
+        maxact.tally_frame(result, lm, "L0.resid_pre:1")
+    with pytest.raises(MaxactError, match="result must come from maxact.sample"):
+        maxact.tally_frame(None, lm, "L1.resid_pre:3")
+    with pytest.raises(MaxactError, match="is a folder"):
+        maxact.plot_sample(result, lm, tmp_path)
+    assert maxact.plot_sample(result, lm, tmp_path / "w.png") == 1
+    assert list(maxact.tally_frame(result, lm, "L1.resid_pre:3").columns) == ["token_id", "token", "count", "share"]
+
+
+def test_api_load_model_refuses_bad_arguments(tmp_path):
+    import maxact
+
+    with pytest.raises(MaxactError, match="model must be a preset name, a folder, a .gguf file or a hub id, got NoneType"):
+        maxact.load_model(None)
+    with pytest.raises(MaxactError, match="device 'tpu' is not a device maxact can use; valid devices: cpu, cuda"):
+        maxact.load_model(str(tmp_path), device="tpu")

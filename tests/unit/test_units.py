@@ -6,8 +6,7 @@ import pytest
 
 from maxact.errors import MaxactError
 from maxact.units import (
-    LAYERLESS_SITES,
-    SITES,
+    SITE_KINDS,
     SiteRef,
     UnitId,
     layer_dim_unit,
@@ -15,7 +14,7 @@ from maxact.units import (
     parse_unit_spec,
 )
 
-BLOCK_SITES = [s for s in SITES if s not in LAYERLESS_SITES]
+BLOCK_SITES = [s for s in SITE_KINDS if SITE_KINDS[s].has_block]
 
 
 @pytest.mark.parametrize("site", BLOCK_SITES)
@@ -140,7 +139,7 @@ def test_unknown_site_lists_valid_sites(text):
     msg = str(err.value)
     site = text.split(".")[-1].split(":")[0]
     assert f"unknown site {site!r}" in msg
-    for valid in SITES:
+    for valid in SITE_KINDS:
         assert valid in msg
 
 

@@ -138,6 +138,25 @@ def test_find_json_is_find_units(get, atlas):
     assert all(".mlp_post:" in u["unit"] for u in json.loads(body)["units"])
 
 
+@pytest.mark.parametrize("kw, words", [
+    ({"site": "bogus"}, "site 'bogus' is not in this atlas; its site kinds are resid_pre, "),
+    ({"site": "L0.mlp_post"}, "site 'L0.mlp_post' is not in this atlas; its site kinds are "),
+    ({"limit": 0}, "limit must be 1 or more, got 0"),
+    ({"limit": -5}, "limit must be 1 or more, got -5"),
+])
+def test_find_units_refuses_a_site_the_atlas_lacks_and_a_limit_below_one(atlas, kw, words):
+    with pytest.raises(MaxactError) as e:
+        find_units(atlas, "w1", **kw)
+    assert words in str(e.value) and "\n" not in str(e.value)
+    if "site" in kw:
+        assert "mlp_post" in str(e.value)  # every kind the atlas holds is listed
+
+
+def test_find_json_with_a_site_the_atlas_lacks_is_400(get):
+    status, _, body = get("/api/find?token=w1&site=bogus")
+    assert status == 400 and "its site kinds are" in json.loads(body)["error"]
+
+
 def test_find_the_injection_token(get, atlas):
     status, _, body = get("/api/find?token=" + quote(SCRIPT))
     assert status == 200
@@ -156,6 +175,18 @@ def test_overview(get, atlas):
             assert c["best"]["unit"].startswith(c["site"] + ":")
     scores = [u["score"] for u in o["top_units"]]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_overview_and_listings_carry_the_manifest_objects_as_written(atlas):
+    """The typed manifest gives back manifest.json's own objects, keys in the same order."""
+    raw = json.loads((atlas.path / "manifest.json").read_text())
+    o = overview(atlas)
+    for key in ("model", "corpus", "reference", "seq", "k", "created", "timing"):
+        assert json.dumps(o[key]) == json.dumps(raw[key]), key
+    for site in raw["sites"]:
+        assert json.dumps(site_units(atlas, site["name"], 1, 1)["info"]) == json.dumps(site)
+    page = unit_page(atlas, "ln_final:0")
+    assert json.dumps(page["reference"]["geometry"]) == json.dumps(raw["reference"])
 
 
 def test_site_listing_is_sorted_and_paginated(get, atlas):
@@ -184,6 +215,12 @@ def test_search_resolves_units_tokens_sites_and_text(get):
     status, headers, _ = get("/search?q=L1.resid_pre%3A3")
     assert status == 303 and headers["location"] == "/unit/L1.resid_pre:3"
     assert get("/api/search?q=")[0] == 400
+
+
+@pytest.mark.parametrize("query", ["L2.my-sae2:5", "sae_32k:0", "L0.Resid2:1"])
+def test_search_reads_user_named_sites_as_units(served, query):
+    """Unit ids name sites with letters, digits, '-' and '_' (a site the atlas lacks then says so)."""
+    assert served[0].viewer.search(query)["kind"] == "unit"
 
 
 # ---- errors ----------------------------------------------------------------------------------
@@ -235,6 +272,7 @@ def test_an_internal_error_is_a_message_not_a_traceback(get, served, monkeypatch
         raise RuntimeError("secret internals /etc/passwd")
 
     monkeypatch.setattr(served[0].viewer, "unit", boom)
+    served[0].json_cache.clear()  # rendered answers are kept: this one must be rendered again
     code, _, body = get("/api/unit/L1.resid_pre:3")
     assert code == 500
     msg = json.loads(body)["error"]
@@ -246,6 +284,7 @@ def test_a_file_gone_bad_after_start_is_a_500_with_the_reason(get, served, monke
         raise MaxactError("/x/top_values.npy is corrupt or truncated; rebuild the atlas")
 
     monkeypatch.setattr(served[0].viewer, "unit", corrupt)
+    served[0].json_cache.clear()
     code, _, body = get("/api/unit/L1.resid_pre:3")
     assert code == 500 and "rebuild the atlas" in json.loads(body)["error"]
 
@@ -390,7 +429,8 @@ def test_live_refuses_a_huge_body_unread(served):
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "OPTIONS"])
 def test_other_methods_get_our_headers(served, method):
     status, headers, body = request(served[1], method, "/api/overview")
-    assert status == 501 and headers["content-security-policy"].startswith(CSP)
+    assert status == 405 and headers["content-security-policy"].startswith(CSP)  # 501 before issue 8
+    assert headers["allow"] == "GET, HEAD"
     assert "access-control-allow-origin" not in headers and b"Traceback" not in body
 
 

@@ -12,10 +12,12 @@ the top token occurs fewer than ``min_tuning_count`` times in the corpus (its me
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from functools import lru_cache
 
 import numpy as np
 
+from maxact.analysis.floats import json_float
 from maxact.errors import MaxactError, choices_text
 from maxact.store import format as F
 from maxact.store.reader import Atlas
@@ -23,11 +25,6 @@ from maxact.store.reader import Atlas
 SELECTIVE_Z = 3.0
 SELECTIVE_SHARE = 0.5
 POS0_LIMIT = 0.5  # units with more of their wins at window position 0 are sink artefacts
-
-
-def _f(x) -> float | None:
-    x = float(x)
-    return None if not np.isfinite(x) else x
 
 
 class UnitScores:
@@ -49,7 +46,7 @@ class UnitScores:
         z0 = np.nan_to_num(self.z, nan=0.0)
         self.selective = (z0 > SELECTIVE_Z) & (self.top_share > SELECTIVE_SHARE) & self.clean
         score = self.top_share * (1.0 - self.pos0_share) * np.clip(z0, 0.0, 10.0)
-        score[occ < atlas.manifest["min_tuning_count"]] = 0.0
+        score[occ < atlas.manifest.min_tuning_count] = 0.0
         self.score = score
 
 
@@ -70,9 +67,9 @@ def unit_row_summary(atlas: Atlas, row: int, s: UnitScores | None = None) -> dic
         "unit": str(atlas.unit_at(row)), "score": float(s.score[row]), "selective": bool(s.selective[row]),
         "top_token_id": int(s.top_token[row]), "top_token": atlas.token_text(int(s.top_token[row])),
         "top_share": float(s.top_share[row]), "pos0_share": float(s.pos0_share[row]),
-        "top_token_z": _f(s.z[row]),
+        "top_token_z": json_float(s.z[row]),
         "x_top_token": atlas.token_text(int(s.x_top_token[row])), "x_top_share": float(s.x_top_share[row]),
-        "best_token": atlas.token_text(int(s.best_token[row])), "best_z": _f(s.best_z[row]),
+        "best_token": atlas.token_text(int(s.best_token[row])), "best_z": json_float(s.best_z[row]),
     }
 
 
@@ -82,28 +79,28 @@ def overview(atlas: Atlas, top: int = 12) -> dict:
     m = atlas.manifest
     cells = []
     for site in atlas.sites:
-        rows = atlas.site_rows(site["name"])
+        rows = site.rows
         clean = s.clean[rows]
         shares = s.top_share[rows][clean]
         score = s.score[rows]
         best = rows.start + int(_ranked(s, rows)[0])
-        n = site["width"]
+        n = site.width
         cells.append({
-            "site": site["name"], "kind": site["site"], "layer": site["layer"], "n_units": n,
+            "site": site.name, "kind": site.site, "layer": site.layer, "n_units": n,
             "n_clean": int(clean.sum()),
-            "mean_top_share": _f(shares.mean()) if len(shares) else None,
-            "median_top_share": _f(np.median(shares)) if len(shares) else None,
+            "mean_top_share": json_float(shares.mean()) if len(shares) else None,
+            "median_top_share": json_float(np.median(shares)) if len(shares) else None,
             "n_selective": int(s.selective[rows].sum()),
             "frac_selective": float(s.selective[rows].sum() / max(n, 1)),
             "best": unit_row_summary(atlas, best, s) if score.max() > 0 else None,
         })
     order = _ranked(s, slice(0, len(s.score)))[:top]
     return {
-        "model": m["model"], "corpus": m["corpus"], "seq": m["seq"], "k": m["k"],
-        "reference": m["reference"], "n_units": atlas.n_units, "created": m.get("created"),
-        "timing": m.get("timing"), "config": _config(atlas),
-        "kinds": list(dict.fromkeys(site["site"] for site in atlas.sites)),
-        "layers": sorted({site["layer"] for site in atlas.sites if site["layer"] is not None}),
+        "model": asdict(m.model), "corpus": asdict(m.corpus), "seq": m.seq, "k": m.k,
+        "reference": asdict(m.reference), "n_units": atlas.n_units, "created": m.created,
+        "timing": m.timing, "config": _config(atlas),
+        "kinds": list(dict.fromkeys(site.site for site in atlas.sites)),
+        "layers": sorted({site.layer for site in atlas.sites if site.layer is not None}),
         "criteria": {"selective_z": SELECTIVE_Z, "selective_share": SELECTIVE_SHARE, "pos0_limit": POS0_LIMIT},
         "cells": cells,
         "top_units": [unit_row_summary(atlas, int(r), s) for r in order if s.score[r] > 0],
@@ -126,18 +123,18 @@ def _config(atlas: Atlas) -> dict | None:
 
 def site_units(atlas: Atlas, name: str, page: int = 1, per_page: int = 50) -> dict:
     """The units of one site, most selective first, one page at a time (pages count from 1)."""
-    names = [site["name"] for site in atlas.sites]
-    if name not in names:
+    site = atlas.manifest.site(name)
+    if site is None:
+        names = [s.name for s in atlas.sites]
         raise MaxactError(f"site {name!r} is not in this atlas; it holds {choices_text(names, 8)}")
     if page < 1 or not 1 <= per_page <= 1000:
         raise MaxactError(f"page must be 1 or more and per_page 1..1000, got page={page}, per_page={per_page}")
     s = unit_scores(atlas)
-    rows = atlas.site_rows(name)
+    rows = site.rows
     order = rows.start + _ranked(s, rows)
     total = len(order)
     pages = max(1, -(-total // per_page))
     chunk = order[(page - 1) * per_page : page * per_page]
-    site = next(x for x in atlas.sites if x["name"] == name)
-    return {"site": name, "info": site, "total": total, "page": page, "per_page": per_page, "pages": pages,
+    return {"site": name, "info": asdict(site), "total": total, "page": page, "per_page": per_page, "pages": pages,
             "n_selective": int(s.selective[rows].sum()),
             "units": [unit_row_summary(atlas, int(r), s) for r in chunk]}

@@ -3,59 +3,61 @@ by `maxact show --json`, `maxact find --json` and the viewer's JSON API (numpy o
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from typing import NamedTuple
+
 import numpy as np
 
+from maxact.analysis.bands import activation_bands
+from maxact.analysis.floats import json_float
 from maxact.analysis.refstat import simulate, token_shares
-from maxact.errors import MaxactError
+from maxact.errors import MaxactError, choices_text
 from maxact.store import format as F
 from maxact.store.reader import Atlas
-from maxact.tally import tally_winners
-from maxact.units import HEAD_SITES, UnitId, parse_unit
-
-
-def _f(x) -> float | None:
-    x = float(x)
-    return None if np.isnan(x) else x
+from maxact.tally import Tally, tally_winners
+from maxact.units import SITE_KINDS, UnitId, parse_unit
 
 
 def examples(atlas: Atlas, row: int, part: str, limit: int | None = None) -> list[dict]:
     """Ranked examples of one unit: position in the corpus stream, token, value; with context
     (token ids and the unit's stored activation on each) where the atlas kept it."""
-    vals = atlas[f"{part}_values.npy"][row]
-    poss = atlas[f"{part}_positions.npy"][row]
-    ctx = atlas[f"{part}_context.npy"][row] if part in ("top", "bottom") else None
-    seq, before = atlas.manifest["seq"], atlas.manifest["context"]["before"]
+    files = F.RANKED[part]
+    # whole rows as Python lists first: element-wise reads of memory-mapped arrays are slow
+    vals = np.asarray(atlas[files.values][row]).tolist()  # (K,) float
+    poss = np.asarray(atlas[files.positions][row]).tolist()  # (K,) int, -1 = empty
+    ctx = np.asarray(atlas[files.context][row], dtype=np.float32) if files.context is not None else None
+    seq, before = atlas.manifest.seq, atlas.manifest.context.before
     toks = atlas.tokens
     out = []
     for r, (v, p) in enumerate(zip(vals, poss)):
         if p < 0 or (limit is not None and r >= limit):
             break
-        p = int(p)
-        item = {"position": p, "token_id": int(toks[p]), "token": atlas.token_text(int(toks[p])),
-                "value": float(v), "window_pos": p % seq}
+        tok = int(toks[p])
+        item = {"position": p, "token_id": tok, "token": atlas.token_text(tok), "value": v,
+                "window_pos": p % seq}
         if ctx is not None and r < ctx.shape[0]:
-            c = ctx[r].astype(np.float32)
+            c = ctx[r]  # (C,) the unit's activation around the example, NaN outside its window
             lo = p - before
             keep = ~np.isnan(c)
             idx = np.nonzero(keep)[0]
             start = lo + int(idx[0])
-            ids = [int(t) for t in toks[start : lo + int(idx[-1]) + 1]]
+            ids = np.asarray(toks[start : lo + int(idx[-1]) + 1]).tolist()
             item["context"] = {"start": start, "focus": p - start, "token_ids": ids,
                                "tokens": [atlas.token_text(t) for t in ids],
-                               "values": [float(x) for x in c[keep]]}
+                               "values": c[keep].tolist()}
         out.append(item)
     return out
 
 
 def reference_tally(atlas: Atlas, row: int) -> dict:
     """Expected shares (exact over random starts) and a seeded simulated tally, reference geometry."""
-    ref = atlas.manifest["reference"]
+    ref = atlas.manifest.reference
     positions = np.asarray(atlas[F.REF_POSITIONS][row])
     probs = np.asarray(atlas[F.REF_PROBS][row], dtype=np.float64)
     toks = atlas.tokens
     tok_at = np.where(positions >= 0, toks[np.clip(positions, 0, len(toks) - 1)], -1)
     (ids, shares), = token_shares(probs[None], tok_at[None])
-    sim = simulate_unit(atlas, row, ref["batch"], ref["seq"], ref["samples"], ref["seed"], False)[3]
+    sim = simulate_unit(atlas, row, ref.batch, ref.seq, ref.samples, ref.seed, False).tally
     counts = dict(zip(sim.token_ids.tolist(), sim.counts.tolist()))
     occ = atlas.token_counts
     rows = []
@@ -63,22 +65,36 @@ def reference_tally(atlas: Atlas, row: int) -> dict:
         t = int(t)
         share = float(shares[list(ids).index(t)]) if t in ids else 0.0
         n = int(occ[t])
-        exp_wins = share * ref["samples"]
+        exp_wins = share * ref.samples
         rows.append({"token_id": t, "token": atlas.token_text(t), "count": int(counts.get(t, 0)),
-                     "share": counts.get(t, 0) / ref["samples"], "expected_share": share,
+                     "share": counts.get(t, 0) / ref.samples, "expected_share": share,
                      "occurrences": n, "wins_per_occurrence": exp_wins / n if n else None})
     # drop tokens that neither won a simulated batch nor have a visible expected share
     rows = [r for r in rows if r["count"] > 0 or r["expected_share"] >= 1e-4]
     rows.sort(key=lambda r: (-r["expected_share"], -r["count"], r["token_id"]))
     r = atlas[F.REF][row]
-    return {"geometry": ref, "tally": rows, "miss_prob": float(r["miss"]),
+    return {"geometry": asdict(ref), "tally": rows, "miss_prob": float(r["miss"]),
             "pos0_share": float(r["pos0_share"]), "distinct": sim.distinct,
             "excluding_pos0": {"top_token": int(r["x_top_token"]), "top_token_text": atlas.token_text(int(r["x_top_token"])),
                                "top_share": float(r["x_top_share"]), "miss_prob": float(r["x_miss"])}}
 
 
-def simulate_unit(atlas: Atlas, row: int, batch: int, seq: int, samples: int, seed: int, skip_pos0: bool):
-    """(starts (S,B), rows (S,), cols (S,), tally, token ids (S,), values (S,), window_pos (S,))."""
+class SimulatedBatches(NamedTuple):
+    """Seeded batches of the reference procedure answered from one unit's top-K (S batches of B
+    windows); a batch that no top-K position reaches is missed: -1 ids and positions, NaN value."""
+
+    starts: np.ndarray  # (S, B) int64 window starts
+    rows: np.ndarray  # (S,) int64 window of the batch holding the winner
+    cols: np.ndarray  # (S,) int64 winner's offset in that window
+    tally: Tally
+    token_ids: np.ndarray  # (S,) int64 winning token
+    values: np.ndarray  # (S,) float32 winning activation
+    window_pos: np.ndarray  # (S,) int64 where the atlas pass computed that value (sinks live at 0)
+
+
+def simulate_unit(atlas: Atlas, row: int, batch: int, seq: int, samples: int, seed: int,
+                  skip_pos0: bool) -> SimulatedBatches:
+    """The reference statistic of one unit by simulation: exact over the unit's top-K (docs/METHOD.md)."""
     if skip_pos0:
         positions = np.asarray(atlas[F.TOP_POSITIONS][row])
         values = np.asarray(atlas[F.TOP_VALUES][row])
@@ -96,9 +112,9 @@ def simulate_unit(atlas: Atlas, row: int, batch: int, seq: int, samples: int, se
     toks = np.where(hit, np.asarray(atlas.tokens)[np.maximum(pos, 0)], -1).astype(np.int64)
     vals = np.where(hit, values[np.maximum(rank, 0)], np.nan).astype(np.float32)
     # the window position where the atlas pass computed the winning value (sinks live at 0)
-    window_pos = np.where(hit, pos % atlas.manifest["seq"], -1)
+    window_pos = np.where(hit, pos % atlas.manifest.seq, -1)
     tally = tally_winners(toks, window_pos, vals)
-    return starts, wrow, cols, tally, toks, vals, window_pos
+    return SimulatedBatches(starts, wrow, cols, tally, toks, vals, window_pos)
 
 
 def stats(atlas: Atlas, row: int) -> dict:
@@ -107,9 +123,9 @@ def stats(atlas: Atlas, row: int) -> dict:
     bounds = atlas[F.HIST_BOUNDS]
     nz = np.nonzero(hist)[0]
     lo, hi = (int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 0)
-    return {k: _f(s[k]) if k != "count" else int(s[k]) for k in s.dtype.names} | {
+    return {k: json_float(s[k]) if k != "count" else int(s[k]) for k in s.dtype.names} | {
         "hist": {"counts": [int(c) for c in hist[lo:hi]], "bounds": [[float(a), float(b)] for a, b in bounds[lo:hi]],
-                 "stride": atlas.manifest["hist_stride"]}}
+                 "stride": atlas.manifest.hist_stride}}
 
 
 def tuning(atlas: Atlas, row: int, top: int = 15) -> dict:
@@ -118,16 +134,16 @@ def tuning(atlas: Atlas, row: int, top: int = 15) -> dict:
     counts = np.asarray(atlas[F.TUNING_COUNTS])
     means = np.asarray(atlas[F.TUNING_MEANS][:, row], dtype=np.float64)  # (V+1,)
     s = atlas[F.STATS][row]
-    ok = counts[:-1] >= atlas.manifest["min_tuning_count"]
+    ok = counts[:-1] >= atlas.manifest.min_tuning_count
     order = np.argsort(-means[:-1])
     def rows(idx):
         return [{"token_id": int(ids[i]), "token": atlas.token_text(int(ids[i])), "count": int(counts[i]),
-                 "mean": float(means[i]), "z": _f((means[i] - s["mean"]) / s["std"]) if s["std"] > 0 else None}
+                 "mean": float(means[i]), "z": json_float((means[i] - s["mean"]) / s["std"]) if s["std"] > 0 else None}
                 for i in idx]
     good = [i for i in order if ok[i]]
     return {"highest": rows(good[:top]), "lowest": rows(good[::-1][:top]),
-            "tracked_types": int(len(ids)), "min_count": atlas.manifest["min_tuning_count"],
-            "other": {"count": int(counts[-1]), "mean": _f(means[-1])}}
+            "tracked_types": int(len(ids)), "min_count": atlas.manifest.min_tuning_count,
+            "other": {"count": int(counts[-1]), "mean": json_float(means[-1])}}
 
 
 def logit_effects(atlas: Atlas, row: int) -> dict | None:
@@ -143,11 +159,11 @@ def logit_effects(atlas: Atlas, row: int) -> dict | None:
 def neighbours(atlas: Atlas, unit: UnitId) -> dict:
     site = atlas.site_of(unit)
     out = {"prev": str(UnitId(unit.site, unit.layer, unit.index - 1)) if unit.index > 0 else None,
-           "next": str(UnitId(unit.site, unit.layer, unit.index + 1)) if unit.index + 1 < site["width"] else None,
+           "next": str(UnitId(unit.site, unit.layer, unit.index + 1)) if unit.index + 1 < site.width else None,
            "same_index": []}
     for s in atlas.sites:
-        if s["name"] != site["name"] and unit.index < s["width"] and (s["site"] == unit.site or s["layer"] == unit.layer):
-            out["same_index"].append(f"{s['name']}:{unit.index}")
+        if s.name != site.name and unit.index < s.width and (s.site == unit.site or s.layer == unit.layer):
+            out["same_index"].append(f"{s.name}:{unit.index}")
     return out
 
 
@@ -156,10 +172,10 @@ def unit_page(atlas: Atlas, unit_text: str, limit: int | None = None) -> dict:
     unit = parse_unit(unit_text)
     row = atlas.row(unit)
     site = atlas.site_of(unit)
-    info = {"site": unit.site, "layer": unit.layer, "index": unit.index, "hf_module": site["hf_module"],
-            "reads": site["reads"], "tl_hook": site["tl_hook"]}
-    if unit.site in HEAD_SITES:
-        d_head = atlas.manifest["model"]["d_head"]
+    info = {"site": unit.site, "layer": unit.layer, "index": unit.index, "hf_module": site.hf_module,
+            "reads": site.reads, "tl_hook": site.tl_hook}
+    if SITE_KINDS[unit.site].per_head:
+        d_head = atlas.manifest.model.d_head
         info["head"], info["head_dim"] = unit.index // d_head, unit.index % d_head
     reference = reference_tally(atlas, row)
     return {
@@ -169,16 +185,22 @@ def unit_page(atlas: Atlas, unit_text: str, limit: int | None = None) -> dict:
         "stats": stats(atlas, row), "reference": {k: v for k, v in reference.items() if k != "tally"},
         "tally": reference["tally"],
         "tuning": tuning(atlas, row), "logit_effects": logit_effects(atlas, row),
-        "neighbours": neighbours(atlas, unit),
+        "neighbours": neighbours(atlas, unit), "bands": activation_bands(atlas, row),
     }
 
 
 def find_units(atlas: Atlas, token: str, limit: int = 20, site: str | None = None) -> dict:
     """Units that prefer a token, ranked by selectivity: the z-score of the token's mean activation
-    (how far above the unit's own mean, in its own standard deviations), not by raw win counts."""
+    (how far above the unit's own mean, in its own standard deviations), not by raw win counts.
+    ``site``: only units of this site kind ("mlp_post"); ``limit``: at most this many units (>= 1)."""
+    if limit < 1:
+        raise MaxactError(f"limit must be 1 or more, got {limit}")
+    kinds = list(dict.fromkeys(s.site for s in atlas.sites))
+    if site is not None and site not in kinds:
+        raise MaxactError(f"site {site!r} is not in this atlas; its site kinds are {choices_text(kinds)}")
     ids = atlas.find_token_ids(token)
     if not ids:
-        raise MaxactError(f"token {token!r} is not in the vocabulary of {atlas.manifest['model']['name']}; "
+        raise MaxactError(f"token {token!r} is not in the vocabulary of {atlas.manifest.model.name}; "
                           f"tokens carry their leading space, e.g. ' before'")
     tracked = np.asarray(atlas[F.TUNING_IDS])
     counts = np.asarray(atlas[F.TUNING_COUNTS])
@@ -196,8 +218,8 @@ def find_units(atlas: Atlas, token: str, limit: int = 20, site: str | None = Non
     if site is not None:
         keep = np.zeros(atlas.n_units, dtype=bool)
         for s in atlas.sites:
-            if s["site"] == site:
-                keep[atlas.site_rows(s["name"])] = True
+            if s.site == site:
+                keep[s.rows] = True
         z = np.where(keep, z, np.nan)
     order = np.argsort(-np.nan_to_num(z, nan=-np.inf))
     order = list(order[~np.isnan(z[order])][:limit])  # NaN z (constant units, other sites) last, dropped
@@ -208,7 +230,7 @@ def find_units(atlas: Atlas, token: str, limit: int = 20, site: str | None = Non
     tok_at = np.where(pos >= 0, toks[np.clip(pos, 0, len(toks) - 1)], -1)
     share = (probs * (tok_at == tid)).sum(1)
     n_occ = int(counts[v])
-    samples = atlas.manifest["reference"]["samples"]
+    samples = atlas.manifest.reference.samples
     ref = atlas[F.REF]
     units = [{"unit": str(atlas.unit_at(int(r))), "z": float(z[r]), "mean_on_token": float(means[r]),
               "unit_mean": float(st["mean"][r]), "unit_std": float(st["std"][r]),

@@ -19,6 +19,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from maxact.windows import draw_starts
+
 
 def merge_ranked(v1, p1, v2, p2, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Merge two ranked lists (U, K1), (U, K2) by (value desc, position asc); NaN/-1 = empty.
@@ -102,8 +104,6 @@ def token_shares(probs: np.ndarray, token_ids: np.ndarray) -> list[tuple[np.ndar
 def seeded_starts(n_tokens: int, seq: int, batch: int, samples: int, seed: int) -> np.ndarray:
     """(samples, batch) read-only starts, drawn as an exact run with this seed and geometry draws
     them. They depend on the geometry and the seed, not on the unit: drawn once, shared."""
-    from maxact.sample import draw_starts
-
     rng = np.random.default_rng(seed)
     starts = np.stack([draw_starts(rng, n_tokens, seq, batch) for _ in range(samples)])
     starts.flags.writeable = False

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from maxact.units import SiteRef
+from maxact.units import SITE_KINDS, SiteRef
 
-RESIDUAL_SITES = ("resid_pre", "resid_post", "ln_final", "attn_out", "mlp_out")
 CHUNK = 512  # directions per matmul
 
 
@@ -48,11 +47,11 @@ def logit_effects(adapter, refs: list[SiteRef], k: int) -> dict[str, np.ndarray]
         rows = []
         for ref in refs:
             width = adapter.width(ref)
-            if ref.site in RESIDUAL_SITES:
+            if SITE_KINDS[ref.site].logit_path == "residual":
                 if resid is None:
                     resid = _top_bottom(W, torch.eye(d_model, device=W.device), k)
                 rows.append(resid)
-            elif ref.site == "mlp_post":
+            elif SITE_KINDS[ref.site].logit_path == "mlp_down":
                 out = adapter.mlp_out_weight(ref.layer).detach().float()  # (d_model, d_mlp)
                 rows.append(_top_bottom(W, out, k))
             else:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from maxact.engine.statistic import Batch, Feed
+
 # Histogram bins come straight from the float32 bits: sign, exponent and one mantissa bit give
 # two bins per octave ([2**e, 1.5 * 2**e) and [1.5 * 2**e, 2**(e+1))), |x| from 2**-10 to 2**12, plus an underflow bin (|x| < 2**-10) and an overflow
 # bin per sign, and a bin for exact zeros per sign. No search, a few integer passes.
@@ -36,9 +38,10 @@ def bin_bounds() -> np.ndarray:
 def bin_of(x: torch.Tensor) -> torch.Tensor:
     """(N, U) float32 -> (N, U) int64 histogram bin (see N_BINS)."""
     b = x.view(torch.int32)
-    code = (b & 0x7FFFFFFF) >> 22
+    magnitude = b & 0x7FFFFFFF  # |x| as bits
+    code = magnitude >> 22
     mag = (code - _CODE_OFFSET).clamp_(1, _MAG_BINS - 1)
-    mag.masked_fill_(code == 0, 0)
+    mag.masked_fill_(magnitude == 0, 0)  # only +-0.0 (a denormal's code is 0 too: underflow bin)
     sign = b >> 31  # 0 or -1
     return (_MAG_BINS + mag + sign * (2 * mag + 1)).long()
 
@@ -105,6 +108,11 @@ class StreamingMoments:
     multiple of HIST_STRIDE (a fixed subsample, the same however the corpus is cut into batches or
     shards): skew, kurtosis and the histogram."""
 
+    STATE_AXES = {"count": None, "mean": 0, "m2": 0, "m3": 0, "m4": 0, "sub_count": None, "sub_mean": 0,
+                  "sub_m2": 0, "sub_m3": 0, "sub_m4": 0, "hist_t": 1, "n_pos": 0}
+    SHARED_ARRAYS = {"hist_bounds": bin_bounds()}
+    feed = Feed.TOKENS
+
     def __init__(self, n_units: int, device="cpu"):
         self.full = _Central(n_units, device)
         self.sub = _Central(n_units, device)
@@ -126,7 +134,10 @@ class StreamingMoments:
         """(U, N_BINS) int64 counts."""
         return self.hist_t.T
 
-    def update(self, x: torch.Tensor, positions: torch.Tensor) -> None:
+    def update(self, batch: Batch) -> None:
+        self.add(batch.flat, batch.positions.reshape(-1))
+
+    def add(self, x: torch.Tensor, positions: torch.Tensor) -> None:
         """x: (N, U) float32, every token of the batch; positions: (N,) int64 corpus positions."""
         self.full.add(x, higher=False)
         self.n_pos += x.clamp(min=0).sign_().sum(0).long()  # exact count of x > 0
@@ -148,6 +159,10 @@ class StreamingMoments:
         self.full.load_state(s, "")
         self.sub.load_state(s, "sub_")
         self.hist_t, self.n_pos = s["hist_t"], s["n_pos"]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """hist (U, N_BINS) int64; the moments themselves go into stats beside top/bottom extremes."""
+        return {"hist": self.hist.cpu().numpy().astype(np.int64)}
 
     def summary(self) -> dict[str, np.ndarray]:
         """count, mean, std, skew, kurtosis (excess), frac_pos as (U,) arrays (population)."""

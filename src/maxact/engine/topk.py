@@ -9,9 +9,11 @@ context, and one that enters above it has it recorded at that moment, from the b
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from maxact.engine.keys import EMPTY, pack, unpack
+from maxact.engine.statistic import Batch, Feed
 
 C_BEFORE = 24  # context tokens before the example
 C_AFTER = 8  # the example and the tokens after it
@@ -19,8 +21,18 @@ MAX_COLUMNS = 4096  # units handled at once (fused sites pass ~64k)
 
 
 class StreamingTopK:
-    def __init__(self, n_units: int, k: int, k_ctx: int, largest: bool, device="cpu"):
-        self.k, self.k_ctx, self.largest = k, k_ctx, largest
+    """The K best examples of each unit, either away from window position 0 (fed every batch, with
+    contexts) or at window position 0 (fed blocks of window starts, ``at_window_start``): the two are
+    kept apart so that either view, and their exact merge, can be had."""
+
+    STATE_AXES = {"keys": 0, "context": 0}
+    SHARED_ARRAYS: dict = {}
+
+    def __init__(self, n_units: int, k: int, k_ctx: int, largest: bool, name: str = "top",
+                 at_window_start: bool = False, device="cpu"):
+        self.k, self.k_ctx, self.largest, self.name = k, k_ctx, largest, name
+        self.at_window_start = at_window_start
+        self.feed = Feed.WINDOW_STARTS if at_window_start else Feed.TOKENS
         self.keys = torch.full((n_units, k), EMPTY, dtype=torch.int64, device=device)  # (U, K)
         self.context = torch.full(
             (n_units, k_ctx, C_BEFORE + C_AFTER), float("nan"), dtype=torch.float16, device=device
@@ -33,7 +45,14 @@ class StreamingTopK:
         fill = float("-inf") if self.largest else float("inf")
         return torch.nan_to_num(vals, nan=fill)
 
-    def update(
+    def update(self, batch: Batch) -> None:
+        if self.at_window_start:
+            self.add(batch.acts, batch.positions)  # (n, 1, U): one row per window
+        elif batch.acts.shape[1] > 1:
+            fill = float("-inf") if self.largest else float("inf")
+            self.add(batch.without_window_start(fill), batch.positions, batch.acts)
+
+    def add(
         self,
         acts: torch.Tensor,  # (W, T, U) float32 working copy: rows that may not enter hold -inf
         # (top) or +inf (bottom)
@@ -51,7 +70,7 @@ class StreamingTopK:
             self._update(acts[:, :, lo:hi], positions, source[:, :, lo:hi], lo)
 
     def _update(self, acts, positions, context_source, base: int) -> None:
-        """update() for the units [base, base + acts.shape[2])."""
+        """add() for the units [base, base + acts.shape[2])."""
         W, T, U = acts.shape
         N = W * T
         flat = acts.reshape(N, U)
@@ -148,6 +167,16 @@ class StreamingTopK:
     def values_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(U, K) float32 values and (U, K) int64 positions, best first; empty slots NaN / -1."""
         return unpack(self.keys, self.largest)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """{name}_values (U, K) float32, {name}_positions (U, K) int64 and, away from window
+        position 0, {name}_context (U, K_ctx, C) float16."""
+        values, positions = self.values_positions()
+        out = {f"{self.name}_values": values.cpu().numpy().astype(np.float32),
+               f"{self.name}_positions": positions.cpu().numpy().astype(np.int64)}
+        if not self.at_window_start:
+            out[f"{self.name}_context"] = self.context.cpu().numpy().astype(np.float16)
+        return out
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"keys": self.keys, "context": self.context}

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_model
 
+from maxact.config import DEFAULT_DEVICE, DEFAULT_MODEL
 from maxact.errors import MaxactError, choices_text
 from maxact.models.adapters import Adapter, adapter_for
 from maxact.paths import cache_dir
@@ -32,7 +35,11 @@ PRESETS: dict[str, str] = {
     "gpt2": "openai-community/gpt2",
     "pythia-70m": "EleutherAI/pythia-70m",
 }
-DEFAULT_MODEL = "smollm2-135m"
+DEVICES = ("cpu", "cuda", "cuda:N", "mps")  # what --device accepts
+_DEVICE_RE = re.compile(r"(cpu|mps|cuda)(?::([0-9]+))?", re.ASCII)
+GGUF_MAGIC = b"GGUF"
+# what transformers' GGUF reader raises on a file it cannot parse (damaged, truncated, unsupported)
+_GGUF_READ_ERRORS = (ValueError, KeyError, IndexError, EOFError, struct.error, UnicodeDecodeError)
 
 
 @dataclass
@@ -66,6 +73,40 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+def check_device(device: str | torch.device, what: str = "device") -> torch.device:
+    """The torch device for ``device`` (cpu, cuda, cuda:N, mps), refused in one line when this
+    machine or this torch build cannot run it; ``what`` names it in messages (e.g. "--device")."""
+    text = str(device)
+    m = _DEVICE_RE.fullmatch(text)
+    if m is None or (m[2] is not None and m[1] != "cuda"):
+        raise MaxactError(f"{what} {text!r} is not a device maxact can use; valid devices: {choices_text(DEVICES)}")
+    if m[1] == "cuda":
+        if torch.version.cuda is None:
+            raise MaxactError(f"{what} {text!r}: this torch {torch.__version__} is a CPU-only build; use {what} cpu, "
+                              "or install a CUDA build of torch")
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise MaxactError(f"{what} {text!r}: no CUDA device is visible to torch; use {what} cpu")
+        if m[2] is not None and int(m[2]) >= count:
+            raise MaxactError(f"{what} {text!r}: {count} CUDA device(s) visible, valid: cuda:0..cuda:{count - 1}")
+    if m[1] == "mps" and not torch.backends.mps.is_available():
+        raise MaxactError(f"{what} 'mps': MPS is not available on this machine; use {what} cpu")
+    return torch.device(text)
+
+
+def check_gguf_header(gguf: Path) -> None:
+    """Refuse, in one line, a .gguf that is empty or does not start with the GGUF magic bytes."""
+    try:
+        with open(gguf, "rb") as f:
+            head = f.read(len(GGUF_MAGIC))
+    except OSError as e:
+        raise MaxactError(f"cannot read GGUF file {str(gguf)!r}: {e.strerror}") from None
+    if not head:
+        raise MaxactError(f"GGUF file {str(gguf)!r} is empty; download it again")
+    if head != GGUF_MAGIC:
+        raise MaxactError(f"{str(gguf)!r} is not a GGUF file: it starts with {head!r}, not {GGUF_MAGIC!r}")
+
+
 def _gguf_cache_folder(gguf: Path) -> Path:
     st = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
@@ -79,10 +120,18 @@ def _load_gguf(gguf: Path, dtype: torch.dtype):
     folder = _gguf_cache_folder(gguf)
     if (folder / "config.json").is_file():
         return _load_folder(folder, dtype, trust_remote_code=False)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-    )
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    check_gguf_header(gguf)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except _GGUF_READ_ERRORS as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise MaxactError(
+            f"cannot read GGUF file {str(gguf)!r} ({reason}): it is truncated or damaged (download it "
+            "again), or holds a model transformers cannot dequantize"
+        ) from None
     # the weights are plain float tensors now; the saved copy must not look quantized, and
     # transformers refuses save_pretrained on a GGUF-loaded model, so write config + safetensors
     if hasattr(model.config, "quantization_config"):
@@ -111,7 +160,7 @@ def _load_folder(path, dtype: torch.dtype, trust_remote_code: bool):
 
 def load_model(
     name: str = DEFAULT_MODEL,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = DEFAULT_DEVICE,
     dtype: torch.dtype = torch.float32,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
@@ -119,6 +168,11 @@ def load_model(
     ``.gguf`` file or a Hugging Face hub id (needs network once, then the HF cache)."""
     from transformers.utils import logging as hf_logging
 
+    if not isinstance(name, (str, os.PathLike)):
+        raise MaxactError(f"model must be a preset name, a folder, a .gguf file or a hub id, got {type(name).__name__}; "
+                          f"presets: {choices_text(PRESETS)}")
+    name = os.fspath(name)
+    device = check_device(device)
     hf_logging.disable_progress_bar()  # our own progress bars are enough
     source = PRESETS.get(name, name)
     path = Path(source).expanduser()

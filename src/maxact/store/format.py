@@ -1,4 +1,12 @@
-"""File names and the schema version of an atlas directory, in one place (see docs/STORE.md)."""
+"""File names, structured dtypes and the schema version of an atlas directory, in one place (see
+docs/STORE.md). Numpy only: the pipeline that writes an atlas and the reader that checks it both
+take the layout from here."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "maxact-atlas"
@@ -25,6 +33,43 @@ REF_POSITIONS = "ref_positions.npy"  # (U, K) int64 top-K over all window positi
 REF_PROBS = "ref_probs.npy"  # (U, K) float32 P(batch won by that position), reference geometry
 LOGIT_TOP_IDS, LOGIT_TOP_VALUES = "logit_top_ids.npy", "logit_top_values.npy"  # (U, L)
 LOGIT_BOTTOM_IDS, LOGIT_BOTTOM_VALUES = "logit_bottom_ids.npy", "logit_bottom_values.npy"
+# examples at a spread of activation levels (docs/STORE.md, "Activation bands"): per unit and band,
+# up to R positions of a seeded 1-in-64 subsample, by increasing hash
+BAND_POSITIONS = "band_positions.npy"  # (U, B, R) int64, -1: empty
+BAND_VALUES = "band_values.npy"  # (U, B, R) float32, NaN: empty
+BAND_EDGES = "band_edges.npy"  # (B + 1,) float64: band 0 holds x <= 0, band b >= 1 the x > 0 in [edge b, edge b+1)
+
+
+class RankedFiles(NamedTuple):
+    """The files of one ranked example list: values, positions and, for top/bottom, contexts."""
+
+    values: str
+    positions: str
+    context: str | None
+
+
+RANKED: dict[str, RankedFiles] = {
+    "top": RankedFiles(TOP_VALUES, TOP_POSITIONS, TOP_CONTEXT),
+    "bottom": RankedFiles(BOTTOM_VALUES, BOTTOM_POSITIONS, BOTTOM_CONTEXT),
+    "top0": RankedFiles(TOP0_VALUES, TOP0_POSITIONS, None),
+    "bottom0": RankedFiles(BOTTOM0_VALUES, BOTTOM0_POSITIONS, None),
+}
+
+STATS_DTYPE = np.dtype([
+    ("count", "i8"), ("mean", "f8"), ("std", "f8"), ("skew", "f8"), ("kurtosis", "f8"),
+    ("frac_pos", "f8"), ("min", "f4"), ("max", "f4"),
+])
+REF_DTYPE = np.dtype([
+    ("top_token", "i8"), ("top_share", "f4"), ("pos0_share", "f4"), ("miss", "f4"),
+    ("x_top_token", "i8"), ("x_top_share", "f4"), ("x_miss", "f4"),  # window position 0 excluded
+    ("top_token_z", "f4"), ("top_token_lift", "f4"),  # tuning z of top_token; share / base rate
+    ("best_token", "i8"), ("best_z", "f4"),  # the tracked token with the highest tuning z
+])
+# the structured arrays by file name; the manifest records their dtype as "structured"
+STRUCTURED: dict[str, np.dtype] = {STATS: STATS_DTYPE, REF: REF_DTYPE}
+STRUCTURED_TAG = "structured"
 
 RUN_DIR = ".run"  # checkpoints of a run in progress (resume)
 PARTIAL = "partial.pt"  # a shard's accumulated state (merge input)
+PARTIAL_INFO = "partial.json"  # a shard's window range, config and timing, readable without torch
+CHECKPOINT = "checkpoint.pt"  # inside RUN_DIR: the accumulators and batch cursor of a run

@@ -1,7 +1,7 @@
 """Read an atlas directory: numpy and the standard library only (no torch), arrays memory-mapped.
 
-``Atlas(path)`` validates the manifest and every file's shape before serving anything, so a
-missing, truncated or foreign file is reported by name instead of surfacing as a wrong number.
+``Atlas(path)`` validates the manifest and every file's shape and dtype before serving anything, so
+a missing, truncated or foreign file is reported by name instead of surfacing as a wrong number.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 
 from maxact.errors import MaxactError, choices_text
 from maxact.store import format as F
+from maxact.store.manifest import FileInfo, Manifest, SiteInfo
 from maxact.units import UnitId, parse_unit
 
 
@@ -29,33 +30,31 @@ class Atlas:
                     " (a shard partial: combine shards with `maxact merge`)" if (self.path / F.PARTIAL).exists() else "")
             raise MaxactError(f"{self.path} is not a finished atlas: {F.MANIFEST} is missing{hint}")
         try:
-            self.manifest = json.loads(mpath.read_text())
+            parsed = json.loads(mpath.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise MaxactError(f"{mpath} is corrupt ({e}); rebuild the atlas") from None
-        if self.manifest.get("format") != F.FORMAT_NAME:
-            raise MaxactError(f"{self.path} is not a maxact atlas (format {self.manifest.get('format')!r})")
-        if self.manifest.get("schema_version") != F.SCHEMA_VERSION:
-            raise MaxactError(
-                f"{self.path} has schema version {self.manifest.get('schema_version')}; this maxact reads "
-                f"version {F.SCHEMA_VERSION}: rebuild the atlas with this version"
-            )
+        self.manifest: Manifest = Manifest.from_json(parsed, str(mpath))
         self._arrays: dict[str, np.ndarray] = {}
-        for name, info in self.manifest["files"].items():
-            arr = self._load(name)
-            if list(arr.shape) != info["shape"]:
-                raise MaxactError(f"{self.path / name} has shape {list(arr.shape)}, the manifest says {info['shape']}: the atlas is corrupt; rebuild it")
-        self.sites = self.manifest["sites"]
-        self._site_by_name = {s["name"]: s for s in self.sites}
+        for name in self.manifest.files:
+            self._load(name)
+        self.sites: tuple[SiteInfo, ...] = self.manifest.sites
+        self._site_by_name = {s.name: s for s in self.sites}
 
     def _load(self, name: str) -> np.ndarray:
         if name not in self._arrays:
             p = self.path / name
+            info = self.manifest.files.get(name)
+            if info is None:
+                raise MaxactError(f"{p} is not among the files {F.MANIFEST} lists: the atlas is incomplete "
+                                  f"or from another version; rebuild it")
             if not p.is_file():
                 raise MaxactError(f"{p} is missing: the atlas is incomplete or corrupt; rebuild it")
             try:
-                self._arrays[name] = np.load(p, mmap_mode="r", allow_pickle=False)
+                arr = np.load(p, mmap_mode="r", allow_pickle=False)
             except (ValueError, OSError, EOFError) as e:
                 raise MaxactError(f"{p} is corrupt or truncated ({e}); rebuild the atlas") from None
+            _check_array(p, arr, info)
+            self._arrays[name] = arr
         return self._arrays[name]
 
     def __getitem__(self, name: str) -> np.ndarray:
@@ -64,11 +63,12 @@ class Atlas:
     # ---- meta ------------------------------------------------------------------------------
     @property
     def config(self) -> dict:
+        """config.json as written (the AtlasConfig that made the atlas)."""
         return json.loads((self.path / F.CONFIG).read_text())
 
     @property
     def n_units(self) -> int:
-        return int(self.manifest["n_units"])
+        return self.manifest.n_units
 
     @cached_property
     def vocab(self) -> list[str]:
@@ -97,25 +97,46 @@ class Atlas:
         site = self._site_by_name.get(u.site_ref.name)
         if site is None:
             raise MaxactError(
-                f"unit {u} is not in this atlas; it holds the sites {choices_text([s['name'] for s in self.sites], 8)}"
+                f"unit {u} is not in this atlas; it holds the sites {choices_text([s.name for s in self.sites], 8)}"
             )
-        if not 0 <= u.index < site["width"]:
-            raise MaxactError(f"index {u.index} of {site['name']} is out of range: valid indices are 0..{site['width'] - 1}")
-        return site["offset"] + u.index
+        if not 0 <= u.index < site.width:
+            raise MaxactError(f"index {u.index} of {site.name} is out of range: valid indices are 0..{site.width - 1}")
+        return site.offset + u.index
 
     def unit_at(self, row: int) -> UnitId:
         for s in self.sites:
-            if s["offset"] <= row < s["offset"] + s["width"]:
-                return UnitId(s["site"], s["layer"], row - s["offset"])
+            if s.offset <= row < s.offset + s.width:
+                return s.unit(row - s.offset)
         raise IndexError(row)
 
-    def site_of(self, unit: UnitId) -> dict:
+    def site_of(self, unit: UnitId) -> SiteInfo:
         return self._site_by_name[unit.site_ref.name]
 
     def site_rows(self, name: str) -> slice:
-        s = self._site_by_name[name]
-        return slice(s["offset"], s["offset"] + s["width"])
+        return self._site_by_name[name].rows
 
     def find_token_ids(self, text: str) -> list[int]:
         """Token ids whose text is exactly ``text`` (a vocab may hold several)."""
         return [i for i, t in enumerate(self.vocab) if t == text]
+
+
+def _check_array(path: Path, arr: np.ndarray, info: FileInfo) -> None:
+    """The shape and dtype the manifest records; structured arrays also carry the fields of
+    store/format.py."""
+    if list(arr.shape) != list(info.shape):
+        raise MaxactError(f"{path} has shape {list(arr.shape)}, the manifest says {list(info.shape)}: the atlas is corrupt; rebuild it")
+    if info.dtype == F.STRUCTURED_TAG:
+        expected = F.STRUCTURED.get(path.name)
+        if arr.dtype.names is None or (expected is not None and arr.dtype != expected):
+            want = _fields(expected) if expected is not None else "named fields"
+            raise MaxactError(f"{path} has fields ({_fields(arr.dtype)}), this version reads ({want}): "
+                              f"the atlas is corrupt or from another version; rebuild it")
+    elif arr.dtype.str != info.dtype:
+        raise MaxactError(f"{path} has dtype {arr.dtype.str}, the manifest says {info.dtype}: the atlas is corrupt; rebuild it")
+
+
+def _fields(dtype: np.dtype) -> str:
+    """``count <i8, mean <f8`` (or the plain dtype of an array without fields)."""
+    if dtype.names is None:
+        return dtype.str
+    return ", ".join(f"{n} {dtype.fields[n][0].str}" for n in dtype.names)

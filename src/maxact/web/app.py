@@ -22,7 +22,7 @@ from maxact.store.reader import Atlas
 from maxact.units import UnitId, parse_unit
 from maxact.web.live import MAX_TOKENS, LiveModel, TooLong
 
-_UNIT_LIKE = re.compile(r"^(?:L\d+\.)?[a-z_]+:\d+$")
+_UNIT_LIKE = re.compile(r"^(?:L[0-9]+\.)?[A-Za-z][A-Za-z0-9_-]*:[0-9]+$", re.ASCII)  # the grammar of unit ids
 DEFAULT_LIVE_TEXT = "Alice looked before she leapt, and the Queen ran faster and faster."
 
 
@@ -45,7 +45,7 @@ class Viewer:
     def __init__(self, atlas_dir, model=None):
         self.atlas = Atlas(atlas_dir)  # MaxactError for a missing or corrupt atlas
         if model is None or isinstance(model, str):
-            self.live_model = LiveModel(model or self.atlas.manifest["model"]["name"])
+            self.live_model = LiveModel(model or self.atlas.manifest.model.name)
         else:  # an already loaded model (tests)
             self.live_model = LiveModel(loaded=model)
 
@@ -87,7 +87,7 @@ class Viewer:
             raise HTTPError(400, "give a token to search for, e.g. /find?token=%20before (tokens carry their leading space)")
         ids = self.atlas.find_token_ids(token)
         if not ids:
-            raise HTTPError(404, f"token {token!r} is not in the vocabulary of {self.atlas.manifest['model']['name']}; "
+            raise HTTPError(404, f"token {token!r} is not in the vocabulary of {self.atlas.manifest.model.name}; "
                                  f"tokens carry their leading space, e.g. ' before'")
         hits = [i for i in ids if i in self._tracked]
         if not hits:
@@ -97,8 +97,8 @@ class Viewer:
         return hits[0]
 
     def site_exists(self, name: str) -> None:
-        if name not in {s["name"] for s in self.atlas.sites}:
-            names = ", ".join(s["name"] for s in self.atlas.sites[:6])
+        if self.atlas.manifest.site(name) is None:
+            names = ", ".join(s.name for s in self.atlas.sites[:6])
             raise HTTPError(404, f"site {name!r} is not in this atlas; it holds {names}, ...")
 
     def default_unit(self) -> str:
@@ -117,7 +117,10 @@ class Viewer:
         self.check_token(token)
         if not 1 <= limit <= 1000:
             raise HTTPError(400, f"limit must be 1..1000, got {limit}")
-        return find_units(self.atlas, token, limit=limit, site=site)
+        try:
+            return find_units(self.atlas, token, limit=limit, site=site)
+        except MaxactError as e:  # a site kind the atlas lacks
+            raise HTTPError(400, str(e)) from None
 
     def site(self, name: str, page: int = 1, per_page: int = 50) -> dict:
         self.site_exists(name)
@@ -134,7 +137,7 @@ class Viewer:
         if _UNIT_LIKE.match(q):
             return {"kind": "unit", "query": query, "unit": q, "url": unit_url(q)}
         site = q.removesuffix(":*")
-        if site in {s["name"] for s in self.atlas.sites}:
+        if self.atlas.manifest.site(site) is not None:
             return {"kind": "site", "query": query, "site": site, "url": "/site/" + quote(site)}
         candidates = list(dict.fromkeys([query, q, " " + q]))
         in_vocab = [t for t in candidates if t in self._token_index]

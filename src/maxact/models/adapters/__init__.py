@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from maxact.errors import MaxactError, choices_text
 from maxact.models.adapters.base import Adapter, SiteHook
+from maxact.models.adapters.gpt2 import GPT2Adapter
+from maxact.models.adapters.gpt_neo import GPTNeoAdapter
+from maxact.models.adapters.gpt_neox import GPTNeoXAdapter
 from maxact.models.adapters.llama import LlamaAdapter
 
-ADAPTERS: list[type[Adapter]] = [LlamaAdapter]
-try:  # families added beside llama register here
-    from maxact.models.adapters.gpt2 import GPT2Adapter
-    from maxact.models.adapters.gpt_neo import GPTNeoAdapter
-    from maxact.models.adapters.gpt_neox import GPTNeoXAdapter
-
-    ADAPTERS += [GPT2Adapter, GPTNeoAdapter, GPTNeoXAdapter]
-except ImportError:  # pragma: no cover - during bring-up only
-    pass
+# every family, once; a new family's adapter is added here (docs/DEVELOPING.md, "Add a model family")
+ADAPTERS: list[type[Adapter]] = [LlamaAdapter, GPT2Adapter, GPTNeoAdapter, GPTNeoXAdapter]
 
 __all__ = ["Adapter", "SiteHook", "adapter_for", "supported_model_types"]
 

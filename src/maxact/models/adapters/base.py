@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from maxact.errors import MaxactError, choices_text
-from maxact.units import LAYERLESS_SITES, SITES, SiteRef
+from maxact.units import SITE_KINDS, SiteRef
 
 # Attributes every transformers config carries; they never change how a site is read.
 GENERIC_CONFIG_ATTRIBUTES = frozenset(
@@ -52,7 +52,7 @@ class Adapter:
     # config attributes this adapter reads, or has checked do not change how sites are read
     handled_or_ignored: ClassVar[frozenset[str]]
     # sites the family has (all of METHOD.md's, unless a subclass says otherwise)
-    sites: ClassVar[tuple[str, ...]] = tuple(SITES)
+    sites: ClassVar[tuple[str, ...]] = tuple(SITE_KINDS)
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -125,7 +125,7 @@ class Adapter:
             raise MaxactError(
                 f"site {ref.site!r} is not available for {self.family}; valid sites: {choices_text(self.sites)}"
             )
-        if ref.site in LAYERLESS_SITES:
+        if not SITE_KINDS[ref.site].has_block:
             return
         if not 0 <= ref.layer < self.n_layers:
             raise MaxactError(
@@ -147,7 +147,7 @@ class Adapter:
                 raise MaxactError(f"layer {layer} is out of range: this model has blocks 0..{self.n_layers - 1}")
         refs = []
         for s in sites:
-            if s in LAYERLESS_SITES:
+            if not SITE_KINDS[s].has_block:
                 refs.append(SiteRef(s, None))
             else:
                 refs.extend(SiteRef(s, layer) for layer in layers)
@@ -160,7 +160,7 @@ class Adapter:
 
     def describe_index(self, ref: SiteRef, index: int) -> str:
         """Human form of an index: head and dim for attention q/k/v."""
-        if ref.site in ("attn_q", "attn_k", "attn_v"):
+        if SITE_KINDS[ref.site].per_head:
             return f"head {index // self.d_head}, dim {index % self.d_head}"
         return ""
 

@@ -24,6 +24,7 @@ export async function renderUnit(app) {
     section("Activations", statsBlock(p, scale))));
   app.appendChild(section(`Top activations`, examplesHead(p, "top", scale), examples(p.top, scale)));
   app.appendChild(section(`Bottom activations`, examplesHead(p, "bottom", scale), examples(p.bottom, scale)));
+  if (p.bands) app.appendChild(section("Across activation levels", bandsBlock(p.bands, scale)));
   app.appendChild(h("div", {class: "grid3"},
     section("Highest mean activation by token", tuningTable(p.tuning.highest, p.tuning)),
     section("Lowest mean activation by token", tuningTable(p.tuning.lowest, p.tuning)),
@@ -101,6 +102,25 @@ function examples(list, scale) {
     h("div", {class: "chips"}, rest.map((e) => h("span", {class: "chip", title: `position ${e.position}`},
       tok(e.token), " ", num(e.value, 4))))) : null;
   return [h("div", {class: "examples"}, rows), more];
+}
+
+function bandsBlock(b, scale) {
+  const s = b.sampling;
+  const range = (l) => l.low === null ? "≤ 0" : l.high === null ? `≥ ${num(l.low, 3)}` : `${num(l.low, 3)} – ${num(l.high, 3)}`;
+  const row = (e) => h("div", {class: "example", dataset: {value: String(e.value)}},
+    h("span", {class: "value", title: `activation ${e.value} at corpus position ${e.position} (window position ${e.window_pos})`},
+      num(e.value, 4)),
+    shadedTokens(e.context.tokens, e.context.tokens.map((_, i) => i === e.context.focus ? e.value : null),
+      scale, e.context.focus));
+  return [
+    h("p", {class: "hint"}, `Typical behaviour beside the extremes. Subsampled: a fixed 1-in-${int(s.one_in)} ` +
+      `sample of corpus positions (by a seeded hash), and within each activation band up to ${int(s.per_band)} of ` +
+      "its sampled tokens, drawn uniformly. Only the outlined token's value is shown; a band with no row had no sampled token."),
+    h("div", {class: "bands"}, b.levels.map((l) => h("div", {class: "band"},
+      h("h3", {}, range(l)), h("div", {class: "examples"}, l.examples.map(row))))),
+    b.random.length ? h("div", {class: "band"}, h("h3", {}, "random sample (any level)"),
+      h("div", {class: "examples"}, b.random.map(row))) : null,
+  ];
 }
 
 function tuningTable(rows, tu) {

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from maxact.corpus import require_tokens
+from maxact.config import SAMPLE
+from maxact.errors import MaxactError, choices_text
 from maxact.tally import Tally, tally_winners
 from maxact.units import SiteRef, UnitId
+from maxact.windows import draw_starts, require_tokens, resolve_seed
 
 if TYPE_CHECKING:  # torch and the model stack load only for exact sampling: `sample --atlas` and
     # the atlas pages use the result types here and must answer in well under a second
@@ -32,9 +34,9 @@ class SampleConfig:
 
     model: str
     corpus: str
-    batch: int = 32
-    seq: int = 256
-    samples: int = 1000
+    batch: int = SAMPLE.batch
+    seq: int = SAMPLE.seq
+    samples: int = SAMPLE.samples
     seed: int | None = None  # None: a fresh seed is drawn and recorded in the result
     skip_pos0: bool = False  # exclude window position 0 from the argmax
     n_tokens: int = 0
@@ -71,47 +73,35 @@ class SampleResult:
         for u in self.units:
             if str(u.unit) == str(unit):
                 return u
-        raise KeyError(str(unit))
+        raise MaxactError(f"unit {str(unit)!r} is not in this result; its units: "
+                          f"{choices_text([str(u.unit) for u in self.units])}")
 
-    def to_json(self, token_text) -> list[dict]:
-        """One JSON object per unit, in the documented --json shape."""
-        out = []
-        cfg = asdict(self.config)
-        for u in self.units:
-            batches = [
-                {
-                    "starts": self.starts[b].tolist(),
-                    "winner": None
-                    if np.isnan(u.values[b])
-                    else {
-                        "row": int(u.rows[b]),
-                        "col": int(u.cols[b]),
-                        "token_id": int(u.token_ids[b]),
-                        "value": float(u.values[b]),
-                    },
-                }
-                for b in range(len(self.starts))
-            ]
-            out.append(
+    def to_json(self, token_text) -> dict:
+        """The documented ``--json`` object, one shape whatever the number of units:
+        ``{"config", "starts": (samples, batch), "units": [{"unit", "winners": (samples,), "tally",
+        "distinct", "pos0_wins"}]}``; a winner is ``{"row", "col", "token_id", "value"}``, or null
+        where no top position of the atlas was covered (``sample --atlas`` only)."""
+        return {
+            "config": asdict(self.config),
+            "starts": self.starts.tolist(),
+            "units": [
                 {
                     "unit": str(u.unit),
-                    "config": cfg,
-                    "batches": batches,
+                    "winners": [_winner_json(u, b) for b in range(len(self.starts))],
                     "tally": u.tally.to_records(token_text),
                     "distinct": u.tally.distinct,
                     "pos0_wins": u.tally.pos0_wins,
                 }
-            )
-        return out
+                for u in self.units
+            ],
+        }
 
 
-def draw_starts(rng: np.random.Generator, n_tokens: int, seq: int, batch: int) -> np.ndarray:
-    """(batch,) starts uniform with replacement on [0, n_tokens - seq)."""
-    return rng.integers(0, n_tokens - seq, size=batch, dtype=np.int64)
-
-
-def resolve_seed(seed: int | None) -> int:
-    return int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+def _winner_json(u: UnitSample, b: int) -> dict | None:
+    if np.isnan(u.values[b]):
+        return None
+    return {"row": int(u.rows[b]), "col": int(u.cols[b]), "token_id": int(u.token_ids[b]),
+            "value": float(u.values[b])}
 
 
 def sample_exact(
@@ -138,13 +128,13 @@ def sample_exact(
     starts = np.empty((n, B), dtype=np.int64)
     flat_win = {ref: np.empty((n, len(order[ref])), dtype=np.int64) for ref in refs}
     win_val = {ref: np.empty((n, len(order[ref])), dtype=np.float32) for ref in refs}
-    tokens_t = torch.from_numpy(tokens.astype(np.int64))
-    offsets = torch.arange(T)
+    offsets = np.arange(T)
     col0 = 1 if config.skip_pos0 else 0
 
     for b in tqdm(range(n), desc="batches", unit="batch", disable=not progress):
         starts[b] = draw_starts(rng, len(tokens), T, B)
-        X = tokens_t[torch.from_numpy(starts[b])[:, None] + offsets].to(lm.device)  # (B, T)
+        windows = tokens[starts[b][:, None] + offsets]  # (B, T) int32: only this batch is copied
+        X = torch.from_numpy(windows.astype(np.int64)).to(lm.device)  # (B, T) int64
 
         def take(ref: SiteRef, acts: torch.Tensor, b=b) -> None:  # acts: (B, T, width)
             a = acts[:, col0:, index_of[ref].to(acts.device)].float()  # (B, T', U)
