@@ -32,28 +32,26 @@ class NamedCorpus:
 
     file: str  # file name, the same in $MAXACT_DATA, the cache and ../shared/corpora
     ebook: int  # Project Gutenberg eBook number
-    url: str  # where a missing copy is downloaded from
     # sha256 of the 2016 edition kept in ../shared/corpora, for information only: the online
     # edition at `url` is newer (same text, other header), so a download will not match it.
     sha256: str
     title: str
 
+    @property
+    def url(self) -> str:
+        """Where a missing copy is downloaded from."""
+        return f"https://www.gutenberg.org/cache/epub/{self.ebook}/pg{self.ebook}.txt"
+
 
 NAMED_CORPORA: dict[str, NamedCorpus] = {
     "looking-glass": NamedCorpus(
-        file="through-the-looking-glass.txt",
-        ebook=12,
-        url="https://www.gutenberg.org/cache/epub/12/pg12.txt",
-        sha256="21005c16c3c935211cc6cea8ce93f3f0f74192a590562da95cb837378d5d02eb",
-        title="Lewis Carroll, Through the Looking-Glass, and What Alice Found There",
-    ),
+        "through-the-looking-glass.txt", 12,
+        "21005c16c3c935211cc6cea8ce93f3f0f74192a590562da95cb837378d5d02eb",
+        "Lewis Carroll, Through the Looking-Glass, and What Alice Found There"),
     "wonderland": NamedCorpus(
-        file="alices-adventures-in-wonderland.txt",
-        ebook=11,
-        url="https://www.gutenberg.org/cache/epub/11/pg11.txt",
-        sha256="90be41dc68e60a0613997dea1c2e763806a2f2c989ccf2cb04388f36faacfd41",
-        title="Lewis Carroll, Alice's Adventures in Wonderland",
-    ),
+        "alices-adventures-in-wonderland.txt", 11,
+        "90be41dc68e60a0613997dea1c2e763806a2f2c989ccf2cb04388f36faacfd41",
+        "Lewis Carroll, Alice's Adventures in Wonderland"),
 }
 
 DOWNLOAD_TIMEOUT_S = 60

@@ -122,6 +122,9 @@ class ViewerHTTPServer(HTTPServer):
         templates = _package_files("templates")
         self.page_template = Template(templates["page.html"].decode("utf-8"))
         self.error_template = Template(templates["error.html"].decode("utf-8"))
+        m = viewer.atlas.manifest  # the header every page and error page shares
+        self.header = Template(templates["header.html"].decode("utf-8")).substitute(
+            atlas=html.escape(f"{m.model.name} · {m.corpus.name}"))
         self.json_cache = ResponseCache(limits.cache_bytes)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -328,7 +331,7 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             title = str(status)
         body = self.server.error_template.substitute(
-            title=html.escape(title), message=html.escape(message), status=status)
+            title=html.escape(title), message=html.escape(message), status=status, header=self.server.header)
         return Response(status, body.encode("utf-8"), CONTENT_TYPES[".html"], {"Cache-Control": "no-store"})
 
     # ---- routes -----------------------------------------------------------------------------
@@ -429,10 +432,8 @@ class Handler(BaseHTTPRequestHandler):
         return Response(200, body, JSON_TYPE, {"Cache-Control": "no-store"})
 
     def _page(self, page: str, title: str) -> Response:
-        m = self.server.viewer.atlas.manifest
         body = self.server.page_template.substitute(
-            title=html.escape(f"{title} · maxact"), page=page,
-            atlas=html.escape(f"{m.model.name} · {m.corpus.name}"))
+            title=html.escape(f"{title} · maxact"), page=page, header=self.server.header)
         return Response(200, body.encode("utf-8"), CONTENT_TYPES[".html"], {"Cache-Control": "no-store"})
 
     def _static(self, name: str) -> Response:
