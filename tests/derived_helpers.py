@@ -250,13 +250,9 @@ class SampledUnit:
 
 def sampled_units(doc) -> list[SampledUnit]:
     """The units of a ``sample --json`` document: ``{"config", "starts", "units": [{"unit",
-    "winners", ...}]}`` (README), or the older list of ``{"unit", "batches": [{"starts", "winner"}],
-    ...}`` that the code before the pipeline refactor wrote (kept for mutation runs on it)."""
-    if isinstance(doc, dict):
-        return [SampledUnit(u["unit"], doc["starts"], u["winners"], u["tally"], u["distinct"], u["pos0_wins"])
-                for u in doc["units"]]
-    return [SampledUnit(u["unit"], [b["starts"] for b in u["batches"]], [b["winner"] for b in u["batches"]],
-                        u["tally"], u["distinct"], u["pos0_wins"]) for u in doc]
+    "winners", ...}]}`` (README)."""
+    return [SampledUnit(u["unit"], doc["starts"], u["winners"], u["tally"], u["distinct"], u["pos0_wins"])
+            for u in doc["units"]]
 
 
 # ---- everything a unit's page, find, the overview and the export derive ------------------------
