@@ -70,6 +70,18 @@ def fsync_write(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def leftover_pid(name: str) -> int | None:
+    """The process id in a temporary file's (``NAME.tmp-PID``) or staging folder's (``.staging-PID``)
+    name; None for any other name."""
+    if TMP_TAG in name:
+        pid = name.rsplit(TMP_TAG, 1)[1]
+    elif name.startswith(STAGING_TAG):
+        pid = name[len(STAGING_TAG):]
+    else:
+        return None
+    return int(pid) if pid.isdigit() else None
+
+
 def remove_leftovers(folder: Path) -> list[Path]:
     """Delete this tool's temporary files (``*.tmp-PID``) and staging folders (``.staging-PID``) in
     ``folder`` left by a killed run, when their process is gone; returns what was removed."""
@@ -79,12 +91,8 @@ def remove_leftovers(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return removed
     for item in folder.iterdir():
-        pid = None
-        if TMP_TAG in item.name:
-            pid = item.name.rsplit(TMP_TAG, 1)[1]
-        elif item.name.startswith(STAGING_TAG):
-            pid = item.name[len(STAGING_TAG):]
-        if pid is None or not pid.isdigit() or (int(pid) != os.getpid() and _alive(int(pid))):
+        pid = leftover_pid(item.name)
+        if pid is None or (pid != os.getpid() and _alive(pid)):
             continue
         if item.is_dir():
             shutil.rmtree(item, ignore_errors=True)
@@ -92,6 +100,13 @@ def remove_leftovers(folder: Path) -> list[Path]:
             item.unlink(missing_ok=True)
         removed.append(item)
     return removed
+
+
+def probe_writable(folder: Path) -> None:
+    """Create and remove a temporary file in ``folder``; raises the OSError that writing would meet."""
+    probe = tmp_path(Path(folder) / ".maxact-probe")
+    os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    probe.unlink()
 
 
 def _alive(pid: int) -> bool:
@@ -113,11 +128,8 @@ def check_writable_file(path: Path | str, what: str) -> Path:
         raise MaxactError(f"{what} {path} is a folder; name a file to write")
     if not path.parent.is_dir():
         raise MaxactError(f"{what} {path}: the folder {path.parent} does not exist; create it first")
-    probe = tmp_path(path)
     try:
-        with open(probe, "xb"):
-            pass
+        probe_writable(path.parent)
     except OSError as e:
         raise MaxactError(f"{what} {path} cannot be written: {e.strerror}") from None
-    probe.unlink()
     return path

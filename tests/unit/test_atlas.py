@@ -299,7 +299,7 @@ def test_out_that_is_a_file_or_a_folder_of_other_files_is_refused(tmp_path):
 
 
 def test_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, monkeypatch):
-    import maxact.pipeline.outdir as outdir
+    import maxact.fsio as fsio
     from maxact.errors import MaxactError
     from maxact.pipeline.run import AtlasRun
 
@@ -310,7 +310,7 @@ def test_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, monkeyp
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, flags, *args)
 
-    monkeypatch.setattr(outdir.os, "open", read_only)
+    monkeypatch.setattr(fsio.os, "open", read_only)  # the write probe
     monkeypatch.setattr(AtlasRun, "run", lambda *a, **k: pytest.fail("the pass started"))
     (tmp_path / "ro").mkdir()
     for out in (tmp_path / "ro", tmp_path / "ro" / "new" / "atlas"):

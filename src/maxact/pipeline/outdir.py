@@ -7,24 +7,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from maxact.errors import MaxactError
-from maxact.fsio import STAGING_TAG, TMP_TAG, atomic_file, remove_leftovers, tmp_path
+from maxact.fsio import atomic_file, leftover_pid, probe_writable, remove_leftovers
 from maxact.store import format as F
 
 
 def is_atlas_folder(out: Path) -> bool:
     """A finished atlas, an interrupted run or a shard partial: what --overwrite may replace."""
     return (out / F.MANIFEST).exists() or (out / F.RUN_DIR).exists() or (out / F.PARTIAL).exists()
-
-
-def _is_leftover(name: str) -> bool:
-    return TMP_TAG in name or name.startswith(STAGING_TAG)
 
 
 def check_out(out: Path, *, resume: bool = False, overwrite: bool = False, merging: bool = False) -> None:
@@ -34,7 +29,7 @@ def check_out(out: Path, *, resume: bool = False, overwrite: bool = False, mergi
     if out.exists() and not out.is_dir():
         raise MaxactError(f"--out {out} is a file, not a folder; give a new or empty folder")
     if out.is_dir():
-        others = sorted(p.name for p in out.iterdir() if not _is_leftover(p.name))
+        others = sorted(p.name for p in out.iterdir() if leftover_pid(p.name) is None)
         if others and not is_atlas_folder(out):
             shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
             raise MaxactError(f"--out {out} is a folder of other files ({shown}), not an atlas; refusing to "
@@ -57,12 +52,10 @@ def _check_writable(out: Path) -> None:
         folder = folder.parent
     if not folder.is_dir():
         raise MaxactError(f"--out {out}: {folder} is a file, not a folder; give a folder path")
-    probe = tmp_path(folder / ".maxact-probe")
     try:
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        probe_writable(folder)
     except OSError as e:
         raise MaxactError(f"--out {out} cannot be written ({e.strerror}); give a folder you can write to") from None
-    probe.unlink()
 
 
 def clean(out: Path) -> None:
