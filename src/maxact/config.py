@@ -46,6 +46,11 @@ class AtlasConfig:
     windows_per_batch: int = 16  # windows per forward pass
     max_tokens: int | None = None  # only the first N corpus tokens
     strip_gutenberg: bool = False
+    text_column: str = "text"  # JSONL / Parquet / CSV / datasets sources: the column holding the text
+    # documents (multi-document sources; a single text file is one document): a document's last
+    # window shorter than seq is fed as a shorter window ("short") or dropped ("drop")
+    doc_tail: str = "short"
+    bos: bool | None = None  # a BOS token before each window; None: on for multi-document sources
     shard: tuple[int, int] | None = None  # (i, n): the i-th of n slices of the windows
     ref_batch: int = SAMPLE.batch  # geometry of the simulated reference statistic
     ref_seq: int | None = None  # None: = seq

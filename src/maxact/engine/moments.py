@@ -2,9 +2,10 @@
 
 Each batch's central moments are computed in float32 around the batch mean, then folded into
 float64 running totals, so huge activations (attention sinks reach ~1e3) lose no precision to
-cancellation. Mean, std and frac > 0 use every token; skew, kurtosis and the histogram a fixed
-1-in-HIST_STRIDE subsample of corpus positions (their cost would otherwise rival the forward pass). Histogram bins are the same for every unit and every run (see ``bin_of``), so histograms add
-exactly across shards.
+cancellation. Count, mean, std, skew, kurtosis and frac > 0 use every token; only the histogram
+counts a fixed 1-in-HIST_STRIDE subsample of corpus positions (binning every token would cost about
+as much as the forward pass). Histogram bins are the same for every unit and every run (see
+``bin_of``), so histograms add exactly across shards.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from maxact.engine.statistic import Batch, Feed
 # two bins per octave ([2**e, 1.5 * 2**e) and [1.5 * 2**e, 2**(e+1))), |x| from 2**-10 to 2**12, plus an underflow bin (|x| < 2**-10) and an overflow
 # bin per sign, and a bin for exact zeros per sign. No search, a few integer passes.
 _MAG_BINS = 47  # 0: zero; 1: (0, 2**-10); 2..45: half-octaves; 46: >= 2**12 (saturating)
-HIST_STRIDE = 8  # skew, kurtosis and histogram: tokens at corpus positions that are multiples of 8
+HIST_STRIDE = 8  # the histogram: tokens at corpus positions that are multiples of 8
 N_BINS = 2 * _MAG_BINS  # bins 0..46 negative (most negative first), 47..93 positive
 _CODE_OFFSET = 232  # code = 2 * biased exponent + top mantissa bit; 2**-10 has code 234
 
@@ -54,19 +55,15 @@ class _Central:
         self.count = 0
         self.mean, self.m2, self.m3, self.m4 = z(), z(), z(), z()
 
-    def add(self, x: torch.Tensor, higher: bool) -> None:
-        """x: (n, U) float32; M3 and M4 only when ``higher``."""
+    def add(self, x: torch.Tensor) -> None:
+        """x: (n, U) float32."""
         n = x.shape[0]
         if n == 0:
             return
         mean_b = x.mean(0)  # (U,)
         d = x - mean_b  # (n, U)
-        if higher:
-            d2 = d * d
-            m2, m3, m4 = d2.sum(0), torch.linalg.vecdot(d2, d, dim=0), torch.linalg.vecdot(d2, d2, dim=0)
-        else:
-            m2 = torch.linalg.vecdot(d, d, dim=0)
-            m3 = m4 = torch.zeros_like(m2)
+        d2 = d * d  # (n, U)
+        m2, m3, m4 = d2.sum(0), torch.linalg.vecdot(d2, d, dim=0), torch.linalg.vecdot(d2, d2, dim=0)
         self.fold(n, mean_b.double(), m2.double(), m3.double(), m4.double())
 
     def fold(self, nb, mean_b, m2b, m3b, m4b) -> None:
@@ -104,18 +101,16 @@ class _Central:
 
 
 class StreamingMoments:
-    """Every token: count, mean, variance, count of x > 0. Every token whose corpus position is a
-    multiple of HIST_STRIDE (a fixed subsample, the same however the corpus is cut into batches or
-    shards): skew, kurtosis and the histogram."""
+    """Every token: count, mean, variance, skew, kurtosis, count of x > 0. Every token whose corpus
+    position is a multiple of HIST_STRIDE (a fixed subsample, the same however the corpus is cut into
+    batches or shards): the histogram."""
 
-    STATE_AXES = {"count": None, "mean": 0, "m2": 0, "m3": 0, "m4": 0, "sub_count": None, "sub_mean": 0,
-                  "sub_m2": 0, "sub_m3": 0, "sub_m4": 0, "hist_t": 1, "n_pos": 0}
+    STATE_AXES = {"count": None, "mean": 0, "m2": 0, "m3": 0, "m4": 0, "hist_t": 1, "n_pos": 0}
     SHARED_ARRAYS = {"hist_bounds": bin_bounds()}
     feed = Feed.TOKENS
 
     def __init__(self, n_units: int, device="cpu"):
         self.full = _Central(n_units, device)
-        self.sub = _Central(n_units, device)
         self.n_pos = torch.zeros(n_units, dtype=torch.int64, device=device)
         self.hist_t = torch.zeros(N_BINS, n_units, dtype=torch.int64, device=device)  # (NB, U)
         self._ones_cache: torch.Tensor | None = None
@@ -139,25 +134,22 @@ class StreamingMoments:
 
     def add(self, x: torch.Tensor, positions: torch.Tensor) -> None:
         """x: (N, U) float32, every token of the batch; positions: (N,) int64 corpus positions."""
-        self.full.add(x, higher=False)
+        self.full.add(x)
         self.n_pos += x.clamp(min=0).sign_().sum(0).long()  # exact count of x > 0
         rows = (positions % HIST_STRIDE == 0).nonzero().squeeze(1)
         sub = x.index_select(0, rows)  # (N / HIST_STRIDE, U)
-        self.sub.add(sub, higher=True)
         self.hist_t.scatter_add_(0, bin_of(sub), self._ones(sub.shape[0], x.shape[1]))
 
     def merge(self, other: StreamingMoments) -> None:
         self.hist_t += other.hist_t
         self.n_pos += other.n_pos
         self.full.merge(other.full)
-        self.sub.merge(other.sub)
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {**self.full.state(""), **self.sub.state("sub_"), "hist_t": self.hist_t, "n_pos": self.n_pos}
+        return {**self.full.state(""), "hist_t": self.hist_t, "n_pos": self.n_pos}
 
     def load_state(self, s: dict[str, torch.Tensor]) -> None:
         self.full.load_state(s, "")
-        self.sub.load_state(s, "sub_")
         self.hist_t, self.n_pos = s["hist_t"], s["n_pos"]
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -167,12 +159,11 @@ class StreamingMoments:
     def summary(self) -> dict[str, np.ndarray]:
         """count, mean, std, skew, kurtosis (excess), frac_pos as (U,) arrays (population)."""
         n = max(self.count, 1)
-        std = (self.full.m2 / n).clamp(min=0).sqrt()
-        ns = max(self.sub.count, 1)
-        var_s = (self.sub.m2 / ns).clamp(min=0)
-        safe = torch.where(var_s > 0, var_s, torch.ones_like(var_s))
-        skew = torch.where(var_s > 0, (self.sub.m3 / ns) / safe**1.5, torch.zeros_like(var_s))
-        kurt = torch.where(var_s > 0, (self.sub.m4 / ns) / safe**2 - 3.0, torch.zeros_like(var_s))
+        var = (self.full.m2 / n).clamp(min=0)
+        std = var.sqrt()
+        safe = torch.where(var > 0, var, torch.ones_like(var))
+        skew = torch.where(var > 0, (self.full.m3 / n) / safe**1.5, torch.zeros_like(var))
+        kurt = torch.where(var > 0, (self.full.m4 / n) / safe**2 - 3.0, torch.zeros_like(var))
         return {
             "count": np.full(self.full.mean.shape[0], self.count, dtype=np.int64),
             "mean": self.full.mean.cpu().numpy(),

@@ -29,7 +29,8 @@ from maxact.engine.tuning import choose_types, type_rows
 from maxact.errors import MaxactError
 from maxact.units import SiteRef
 
-STATE_VERSION = 2  # of checkpoints and partials: per-site statistic states, no token stream
+STATE_VERSION = 3  # of checkpoints and partials: per-site statistic states, no token stream
+# (3: skew and kurtosis over every token)
 
 
 def tokens_sha256(tokens: np.ndarray) -> str:
