@@ -8,7 +8,7 @@ export MAXACT_DATA ?= $(SHARED_CORPORA)
 export HF_HUB_OFFLINE ?= 1
 DEMO_ATLAS ?= $(HOME)/.cache/maxact/atlas/smollm2-135m-looking-glass
 
-.PHONY: setup demo test test-unit test-integration test-e2e bench lint browser clean
+.PHONY: setup demo test test-unit test-integration test-e2e bench lint browser clean mutation
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,27 @@ bench: setup
 	@if [ -f "$(DEMO_ATLAS)/manifest.json" ]; then $(PY) benchmarks/bench_web.py "$(DEMO_ATLAS)"; \
 	else echo "no demo atlas yet (make demo builds it): skipping the viewer benchmark"; fi
 	$(PY) benchmarks/bench_atlas.py
+
+# mutation testing (docs/MUTATION.md), outside make test: mutmut over engine/, analysis/, store/ and
+# sampling.py, each mutant against the fast unit tests that reach it ([tool.mutmut] in
+# pyproject.toml); one mutant at a time, niced, single-threaded torch (fork-safe). Starts afresh
+# unless MUTATION_RESUME=1 (then it checks only the mutants not checked yet). Ends with the summary:
+# killed / survived / timeout / total and the score, per package and overall.
+MUTATION_JOBS ?= 1
+mutation: setup
+	@if [ "$(MUTATION_RESUME)" != 1 ]; then rm -rf mutants; fi
+	@start=$$(date +%s); \
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 15 $(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS); \
+	rc=$$?; echo; echo "mutation run: $$(( $$(date +%s) - start )) s"; exit $$rc
+	@$(VENV)/bin/mutmut results --all true | awk -F': ' ' \
+		{ split($$1, part, "."); pkg = part[2]; sub(/^ +/, "", pkg); st = $$2; \
+		  n[pkg]++; c[pkg, st]++; n["all"]++; c["all", st]++ } \
+		END { printf "%-9s %7s %8s %7s %7s %6s %7s\n", "package", "killed", "survived", "timeout", "other", "total", "score"; \
+		  split("engine analysis store sampling all", order, " "); \
+		  for (i = 1; i <= 5; i++) { p = order[i]; if (!n[p]) continue; \
+		    k = c[p, "killed"]; s = c[p, "survived"]; t = c[p, "timeout"]; o = n[p] - k - s - t; \
+		    printf "%-9s %7d %8d %7d %7d %6d %6.1f%%\n", p, k, s, t, o, n[p], 100 * (k + t) / n[p] } }'
+	@echo "survivors: $(VENV)/bin/mutmut results; one of them: $(VENV)/bin/mutmut show NAME"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pickle
 import re
 import sys
 import tempfile
@@ -74,6 +75,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default=DEFAULT_DEVICE, help="torch device for the atlas and the exact run")
     p.add_argument("--show", type=int, default=12, help="selected units listed beside the disagreements")
     p.add_argument("--rows", type=Path, default=None, help="write every unit's comparison here (JSON)")
+    p.add_argument("--watch", action="append", default=[],
+                   help="unit whose total variation distance and batch agreement are printed on their own (repeatable)")
+    p.add_argument("--exact-cache", type=Path, default=None,
+                   help="keep the exact result in this file and reuse it when the geometry, seed and units match "
+                        "(compare atlases with and without --context-pass against one exact run)")
+    p.add_argument("--context-pass", action="store_true",
+                   help="build the atlas with its context pass (maxact atlas --context-pass)")
     p.add_argument("--no-alias", action="store_true",
                    help="build L{N}.resid_pre under its own name (may add a block to the atlas pass)")
     return p.parse_args(argv)
@@ -133,8 +141,9 @@ def atlas_mismatch(path: Path, want: dict, site_names: list[str], n_tokens: int,
     except (MaxactError, OSError, ValueError) as e:
         return f"unreadable ({e})"
     for key, value in want.items():
-        if cfg.get(key) != value:
-            return f"{key} is {cfg.get(key)!r}, need {value!r}"
+        have = bool(cfg.get(key)) if key == "context_pass" else cfg.get(key)  # absent in older atlases: off
+        if have != value:
+            return f"{key} is {have!r}, need {value!r}"
     if atlas.manifest.corpus.sha256 != corpus_sha or atlas.manifest.corpus.n_tokens != n_tokens:
         return "made from another corpus text"
     held = {s.name for s in atlas.sites}
@@ -154,7 +163,8 @@ def ensure_atlas(lm, source, args, k: int, atlas_units) -> tuple[Path, float, bo
                           / f"{tag}-s{args.seq}-b{args.batch}-k{k}")
     out = Path(args.atlas_dir)
     want = {"model": args.model, "corpus": args.corpus, "seq": args.seq, "ref_seq": args.seq,
-            "ref_batch": args.batch, "k": k, "max_tokens": None, "strip_gutenberg": False}
+            "ref_batch": args.batch, "k": k, "max_tokens": None, "strip_gutenberg": False,
+            "context_pass": args.context_pass}
     why = "--rebuild" if args.rebuild else atlas_mismatch(out, want, site_names, len(source), source.info.sha256)
     if why is None:
         from maxact.store.reader import Atlas
@@ -168,7 +178,7 @@ def ensure_atlas(lm, source, args, k: int, atlas_units) -> tuple[Path, float, bo
     log(f"building the atlas in {out} ({why}): sites {','.join(sites)}, layers {layers}, k {k}")
     config = AtlasConfig(model=args.model, corpus=args.corpus, seq=args.seq, sites=sites, layers=layers,
                          k=k, ref_batch=args.batch, ref_samples=args.samples, seed=args.seed,
-                         device=args.device)
+                         device=args.device, context_pass=args.context_pass)
     t0 = time.perf_counter()
     build_atlas(lm, source, config, out, overwrite=True, progress=sys.stderr.isatty(), echo=log)
     return out, time.perf_counter() - t0, False
@@ -204,8 +214,12 @@ def compare_unit(atlas, row: int, us, starts: np.ndarray, args) -> dict:
     sim_starts, wrow, cols, sim_tally, sim_toks = sim.starts, sim.rows, sim.cols, sim.tally, sim.token_ids
     if not np.array_equal(sim_starts, starts):
         raise SystemExit("the atlas simulation drew other starts than the exact run: seeded "
-                         "batches are no longer comparable (maxact.windows.draw_starts changed?)")
+                         "batches are no longer comparable (maxact.windows.StartSpace.draw changed?)")
     exact_pos = starts[np.arange(S), us.rows] + us.cols
+    # total variation distance between the exact tally's shares and the expected shares (the
+    # expected "miss" mass, batches won outside the top-K, counts as disagreement)
+    tv = 0.5 * (sum(abs(exact_count.get(t, 0) / S - expected.get(t, 0.0)) for t in set(exact_count) | set(expected))
+                + float(ref["miss"]))
     hit = sim_toks >= 0
     sim_pos = np.where(hit, sim_starts[np.arange(S), wrow] + cols, -1)
     return {
@@ -217,7 +231,7 @@ def compare_unit(atlas, row: int, us, starts: np.ndarray, args) -> dict:
         "exact_share_of_atlas_top": exact_count.get(atlas_top, 0) / S,
         "atlas_top": atlas_top, "atlas_share": float(ref["top_share"]),
         "atlas_share_of_exact_top": float(expected.get(exact_top, 0.0)),
-        "atlas_pos0": float(ref["pos0_share"]), "atlas_miss": float(ref["miss"]),
+        "atlas_pos0": float(ref["pos0_share"]), "atlas_miss": float(ref["miss"]), "tv": float(tv),
         "sim_top": int(sim_tally.token_ids[0]) if sim_tally.distinct else -1,
         "sim_share": float(sim_tally.counts[0] / S) if sim_tally.distinct else 0.0,
         # batch by batch, same starts: same winning token / same winning corpus position
@@ -243,6 +257,9 @@ def summarize(rows: list[dict]) -> dict:
         "batch_token_agree": mean(r["batch_token_agree"] for r in sel),
         "batch_position_agree": mean(r["batch_position_agree"] for r in sel),
         "atlas_miss": mean(r["atlas_miss"] for r in sel),
+        "mean_tv": mean(r["tv"] for r in rows),
+        "mean_tv_selected": mean(r["tv"] for r in sel),
+        "batch_position_agree_all": mean(r["batch_position_agree"] for r in rows),
         "pos0_dominated": sum(r["exact_pos0"] >= MAX_POS0 for r in rows),
     }
 
@@ -345,12 +362,25 @@ def main(argv=None) -> int:
     atlas_dir, build_s, reused = ensure_atlas(lm, source, args, k, atlas_units)
     atlas = Atlas(atlas_dir)
 
-    log(f"exact sampling: {args.samples} batches of {args.batch} x {args.seq} for {len(units)} units ...")
-    t0 = time.perf_counter()
-    result = api.sample(lm, source, units_spec, batch=args.batch, seq=args.seq, samples=args.samples,
-                        seed=args.seed, progress=sys.stderr.isatty())
-    exact_s = time.perf_counter() - t0
-    log(f"exact sampling took {exact_s:.1f} s")
+    cache_key = (args.model, args.corpus, args.batch, args.seq, args.samples, args.seed, tuple(units_spec))
+    cached = None
+    if args.exact_cache is not None and args.exact_cache.is_file():
+        with open(args.exact_cache, "rb") as f:
+            cached = pickle.load(f)  # a file this script wrote (see --exact-cache)
+        cached = cached if cached[0] == cache_key else None
+    if cached is not None:
+        _, result, exact_s = cached
+        log(f"exact result read from {args.exact_cache} (it took {exact_s:.1f} s)")
+    else:
+        log(f"exact sampling: {args.samples} batches of {args.batch} x {args.seq} for {len(units)} units ...")
+        t0 = time.perf_counter()
+        result = api.sample(lm, source, units_spec, batch=args.batch, seq=args.seq, samples=args.samples,
+                            seed=args.seed, progress=sys.stderr.isatty())
+        exact_s = time.perf_counter() - t0
+        log(f"exact sampling took {exact_s:.1f} s")
+        if args.exact_cache is not None:
+            with open(args.exact_cache, "wb") as f:
+                pickle.dump((cache_key, result, exact_s), f)
 
     t0 = time.perf_counter()
     rows = [compare_unit(atlas, atlas.row(au), result.unit(u), result.starts, args)
@@ -372,6 +402,13 @@ def main(argv=None) -> int:
     print(f"\ntiming: exact {exact_s:.1f} s ({args.samples * args.batch * args.seq} token-forwards); atlas "
           f"pass+write {build_s:.1f} s{' (recorded when built; reused now)' if reused else ''} "
           f"({len(tokens)} tokens) + expected/simulated statistics for all units {query_s:.1f} s")
+    for r in rows:
+        if r["unit"] in args.watch:
+            print(f"watch {r['unit']}: total variation {r['tv']:.3f}, exact top {atlas.token_text(r['exact_top'])!r} "
+                  f"{r['exact_share']:.3f} (atlas {r['atlas_share_of_exact_top']:.3f}), same winning position "
+                  f"in {r['batch_position_agree']:.3f} of batches")
+    print(f"mean total variation (exact shares vs expected), all {total['units']} units: {fmt(total['mean_tv'])}; "
+          f"same winning position batch by batch: {fmt(total['batch_position_agree_all'])}")
     print(f"result: top token agrees for {total['agree']} of {total['selected']} selected units "
           f"({fmt(total['agreement'])}; required >= {REQUIRED}): {'PASS' if ok else 'FAIL'}\n")
     print(json.dumps({
@@ -384,7 +421,11 @@ def main(argv=None) -> int:
         "geometry": {"model": args.model, "corpus": args.corpus, "batch": args.batch, "seq": args.seq,
                      "samples": args.samples, "seed": args.seed, "n_tokens": int(len(tokens)), "k": k},
         "atlas_build_seconds": round(build_s, 1), "atlas_query_seconds": round(query_s, 1),
-        "atlas_reused": reused, "atlas_dir": str(atlas_dir),
+        "atlas_reused": reused, "atlas_dir": str(atlas_dir), "context_pass": args.context_pass,
+        "mean_tv": total["mean_tv"], "batch_position_agree_all": total["batch_position_agree_all"],
+        "watch": [{key: r[key] for key in ("unit", "tv", "exact_share", "atlas_share_of_exact_top",
+                                           "batch_token_agree", "batch_position_agree")}
+                  for r in rows if r["unit"] in args.watch],
         "sim_agreement": total["sim_agreement"], "batch_token_agree": total["batch_token_agree"],
         "per_site": {name: {key: (round(v, 4) if isinstance(v, float) else v) for key, v in s.items()}
                      for name, s in per_site.items()},

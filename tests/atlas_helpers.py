@@ -74,6 +74,13 @@ def synthetic_source(tokens: np.ndarray, name: str = "synthetic"):
     return TokenSource(np.asarray(tokens, dtype=np.int32), np.zeros(1, dtype=np.int64), info)
 
 
+def one_text(n_tokens: int, seq: int):
+    """The reference windows' StartSpace of a single text of n_tokens tokens, windows of seq tokens."""
+    from maxact.windows import StartSpace
+
+    return StartSpace.of(np.zeros(1, dtype=np.int64), n_tokens, seq)
+
+
 def tiny_tokens(n_tokens: int, seed: int) -> np.ndarray:
     """The random (n_tokens,) int32 corpus of build_tiny_atlas."""
     return np.random.default_rng(seed).integers(0, VOCAB, n_tokens).astype(np.int32)
@@ -144,7 +151,7 @@ def error_line(result) -> str:
 
 __all__ = [
     "N_LAYERS", "D_MODEL", "VOCAB", "save_tiny_folder", "word_tokens", "write_word_corpus",
-    "synthetic_corpus", "synthetic_source", "tiny_tokens", "single_thread", "build_tiny_atlas",
+    "synthetic_corpus", "synthetic_source", "one_text", "tiny_tokens", "single_thread", "build_tiny_atlas",
     "merge_tiny_partials", "run_cli", "error_line", "splitmix64", "expected_bands",
 ]
 
@@ -184,10 +191,8 @@ def expected_bands(acts: np.ndarray, positions: np.ndarray, seed: int):
 def simulate_by_coverage(positions, n_tokens, seq, batch, samples, seed):
     """Brute-force reference for refstat.simulate: draw the starts as an exact run does, test every
     window against every top position, keep the best rank covered and its first window."""
-    from maxact.windows import draw_starts
-
-    rng = np.random.default_rng(seed)
-    starts = np.stack([draw_starts(rng, n_tokens, seq, batch) for _ in range(samples)])  # (S, B)
+    rng = np.random.default_rng(seed)  # METHOD.md's draw: `batch` integers on [0, n - seq) per batch
+    starts = np.stack([rng.integers(0, n_tokens - seq, size=batch) for _ in range(samples)])  # (S, B)
     valid = positions >= 0
     covers = (starts[..., None] <= positions) & (positions < starts[..., None] + seq) & valid  # (S,B,K)
     K = len(positions)

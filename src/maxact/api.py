@@ -20,7 +20,14 @@ import numpy as np
 import pandas as pd
 
 from maxact.config import SAMPLE
-from maxact.corpus import Corpus, TokenSource, load_corpus, load_source, tokenize_corpus
+from maxact.corpus import (
+    Corpus,
+    DocumentCorpus,
+    TokenSource,
+    load_corpus,
+    load_source,
+    tokenize_corpus,
+)
 from maxact.errors import MaxactError
 from maxact.fsio import check_writable_file
 from maxact.models.adapters.base import resolve_units
@@ -46,9 +53,11 @@ def sample(
     seed: int | None = None,
     skip_pos0: bool = False,
     progress: bool = True,
+    bos: bool | None = None,
 ) -> SampleResult:
     """The reference experiment for ``units`` (unit ids or whole sites such as ``L2.resid_pre:*``).
-    corpus: from ``load_corpus`` or ``load_source``, or a corpus name or text file to load."""
+    corpus: from ``load_corpus`` or ``load_source``, or a corpus name or text file to load.
+    bos: feed the model's BOS token before every window (None: when the corpus has several documents)."""
     lm = _model(lm)
     for name, value in (("batch", batch), ("seq", seq), ("samples", samples)):
         _whole(name, value, 1)
@@ -56,13 +65,16 @@ def sample(
         _whole("seed", seed, 0)
     if not isinstance(skip_pos0, bool):
         raise MaxactError(f"skip_pos0 must be True or False, got {skip_pos0!r}")
+    if bos is not None and not isinstance(bos, bool):
+        raise MaxactError(f"bos must be True, False or None (on for several documents), got {bos!r}")
     source = _source(lm, corpus)
     unit_ids = resolve_units(lm.adapter, _unit_list(units))
     config = SampleConfig(
         model=lm.name, corpus=source.name, batch=int(batch), seq=int(seq), samples=int(samples),
         seed=None if seed is None else int(seed), skip_pos0=skip_pos0, strip_gutenberg=source.info.stripped,
+        bos=bos,
     )
-    return sample_exact(lm, source.tokens, unit_ids, config, progress=progress)
+    return sample_exact(lm, source, unit_ids, config, progress=progress)
 
 
 def tally_frame(result: SampleResult, lm: LoadedModel, unit: str) -> pd.DataFrame:
@@ -101,7 +113,7 @@ def _whole(name: str, value, minimum: int) -> None:
 def _source(lm: LoadedModel, corpus) -> TokenSource:
     if isinstance(corpus, TokenSource):
         return corpus
-    if isinstance(corpus, Corpus):
+    if isinstance(corpus, (Corpus, DocumentCorpus)):
         return tokenize_corpus(corpus, lm.tokenizer)
     if isinstance(corpus, (str, os.PathLike)):
         return load_source(corpus, lm.tokenizer)

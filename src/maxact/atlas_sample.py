@@ -11,7 +11,7 @@ from maxact.sampling import SampleConfig, SampleResult, UnitSample
 from maxact.store.reader import Atlas
 from maxact.units import parse_unit_spec
 from maxact.units import unit_specs as unit_specs_of
-from maxact.windows import resolve_seed
+from maxact.windows import require_starts, resolve_seed
 
 
 def sample_from_atlas(atlas: Atlas, unit_specs: list[str], batch: int, seq: int, samples: int,
@@ -22,6 +22,8 @@ def sample_from_atlas(atlas: Atlas, unit_specs: list[str], batch: int, seq: int,
             f"--seq {seq} differs from the atlas's window length {atlas_seq}: the atlas computed each "
             f"activation with up to {atlas_seq - 1} tokens of context; use --seq {atlas_seq}, or build an atlas with --seq {seq}"
         )
+    space = atlas.start_space(seq)
+    require_starts(space, seq, f"corpus {atlas.manifest.corpus.name!r}")
     seed = resolve_seed(seed)
     units = []
     for spec in unit_specs:
@@ -44,7 +46,9 @@ def sample_from_atlas(atlas: Atlas, unit_specs: list[str], batch: int, seq: int,
     m = atlas.manifest
     config = SampleConfig(model=m.model.name, corpus=m.corpus.name, batch=batch, seq=seq,
                           samples=samples, seed=seed, skip_pos0=skip_pos0, n_tokens=len(atlas.tokens),
-                          strip_gutenberg=m.corpus.stripped, source="atlas")
+                          strip_gutenberg=m.corpus.stripped, source="atlas",
+                          bos=atlas.windowing.bos_id is not None, n_docs=space.n_docs,
+                          docs_without_window=space.docs_without_window)
     return SampleResult(config, starts, results)
 
 

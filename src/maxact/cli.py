@@ -12,11 +12,14 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
+from maxact.analysis.categories import PROPERTIES, WORD_TOKENS
 from maxact.commands.options import (
     BlockList,
     Count,
     Device,
+    DocTail,
     OptionError,
     OutputFile,
     Seconds,
@@ -28,11 +31,15 @@ from maxact.commands.options import (
     Whole,
 )
 from maxact.config import (
+    ASCENT,
     CHECKPOINT_EVERY_S,
+    CONCEPT,
+    CONTEXT_EXAMPLES,
     DEFAULT_CORPUS,
     DEFAULT_DEVICE,
     DEFAULT_MODEL,
     FIND_LIMIT,
+    RAY,
     SAMPLE,
     SHOW_TOP,
     VIEWER,
@@ -41,8 +48,15 @@ from maxact.config import (
 from maxact.errors import MaxactError
 from maxact.units import default_atlas_sites
 
-MODEL_HELP = "preset (the default, gpt-neo-125m, gpt2, pythia-70m), local folder, .gguf file or hub id"
-CORPUS_HELP = "named corpus (looking-glass, wonderland) or a UTF-8 text file"
+MODEL_HELP = "preset (the default, gemma3-270m, gpt-neo-125m, gpt2, pythia-70m), local folder, .gguf file or hub id"
+CORPUS_HELP = ("named corpus (looking-glass, wonderland), a UTF-8 text file (one document), or documents: a folder "
+               "or glob of text files, .jsonl, .jsonl.gz, .parquet (file or folder), .csv, a Hugging Face datasets "
+               "folder (save_to_disk)")
+TEXT_COLUMN_HELP = "column holding the text (JSONL, Parquet, CSV, datasets); a list of strings is joined with spaces"
+SKIP_EMPTY_HELP = "skip empty or whitespace-only documents (counted in the manifest) instead of refusing them"
+BOS_HELP = ("feed the model's BOS token before every window (seq - 1 corpus tokens follow) [default: on for "
+            "several documents when the model has one, off for a single text]")
+DOC_TAIL_HELP = "a document's last window shorter than --seq: fed as it is (short) or dropped (drop)"
 DEVICE_HELP = "cpu, cuda, cuda:N or mps"
 ATLAS = AtlasConfig()  # the atlas options' defaults
 
@@ -103,6 +117,9 @@ def units(model, as_json, trust_remote_code):
 @click.option("--seed", type=Count(0), default=None, help="random seed (default: fresh, recorded in --json)")
 @click.option("--skip-pos0", is_flag=True, help="exclude window position 0 from the argmax")
 @click.option("--strip-gutenberg", is_flag=True, help="drop the Project Gutenberg header/footer first")
+@click.option("--text-column", default=ATLAS.text_column, show_default=True, help=TEXT_COLUMN_HELP)
+@click.option("--skip-empty", is_flag=True, help=SKIP_EMPTY_HELP)
+@click.option("--bos/--no-bos", default=None, help=BOS_HELP)
 @click.option("--atlas", "atlas_dir", type=click.Path(path_type=Path), help="answer from an atlas instead of forward passes")
 @click.option("--json", "json_path", type=OutputFile(), help="write the config, starts, winners and tallies as JSON")
 @click.option("--plot", "plot_path", type=OutputFile(), help="write a bar chart of winners (PNG)")
@@ -110,14 +127,14 @@ def units(model, as_json, trust_remote_code):
 @click.option("--device", default=DEFAULT_DEVICE, type=Device(), show_default=True, help=DEVICE_HELP)
 @click.option("--trust-remote-code", is_flag=True)
 def sample(model, corpus, layer, dim, unit_specs, batch, seq, samples, seed, skip_pos0, strip_gutenberg,
-           atlas_dir, json_path, plot_path, top, device, trust_remote_code):
+           text_column, skip_empty, bos, atlas_dir, json_path, plot_path, top, device, trust_remote_code):
     """The reference experiment: argmax of each unit over random batches of windows, tallied."""
     from maxact.commands.sample_cmd import SampleRequest, run_sample
 
     run_sample(SampleRequest(
         model=model, corpus=corpus, layer=layer, dim=dim, unit_specs=tuple(unit_specs), batch=batch,
         seq=seq, samples=samples, seed=seed, skip_pos0=skip_pos0, strip_gutenberg=strip_gutenberg,
-        atlas_dir=atlas_dir, json_path=json_path, plot_path=plot_path, top=top, device=device,
+        text_column=text_column, skip_empty=skip_empty, bos=bos, atlas_dir=atlas_dir, json_path=json_path, plot_path=plot_path, top=top, device=device,
         trust_remote_code=trust_remote_code,
     ), echo=click.echo)
 
@@ -136,7 +153,16 @@ def sample(model, corpus, layer, dim, unit_specs, batch, seq, samples, seed, ski
               help="windows per forward pass")
 @click.option("--max-tokens", type=Count(1), default=None, help="only the first N tokens of the corpus")
 @click.option("--strip-gutenberg", is_flag=True)
+@click.option("--text-column", default=ATLAS.text_column, show_default=True, help=TEXT_COLUMN_HELP)
+@click.option("--skip-empty", is_flag=True, help=SKIP_EMPTY_HELP)
+@click.option("--doc-tail", default=ATLAS.doc_tail, type=DocTail(), show_default=True, help=DOC_TAIL_HELP)
+@click.option("--bos/--no-bos", default=None, help=BOS_HELP)
 @click.option("--shard", default=None, type=Shard(), help="i/N: run the i-th of N slices and write a partial for `maxact merge`")
+@click.option("--ray", "ray_address", is_flag=False, flag_value=RAY.local, default=None, metavar="[ADDRESS]",
+              help="run the shards as Ray tasks: on a new local Ray instance, or on the cluster at ADDRESS "
+                   "(auto, HOST:PORT, ray://HOST:PORT); one GPU per task where the cluster has GPUs")
+@click.option("--shards", default=None, type=Count(1),
+              help="Ray tasks (with --ray) [default: one per GPU of the cluster, else one per CPU]")
 @click.option("--resume", is_flag=True, help="continue an interrupted run from its last checkpoint")
 @click.option("--overwrite", is_flag=True, help="replace what --out holds")
 @click.option("--ref-batch", default=ATLAS.ref_batch, type=Count(1), show_default=True,
@@ -144,21 +170,29 @@ def sample(model, corpus, layer, dim, unit_specs, batch, seq, samples, seed, ski
 @click.option("--ref-samples", default=ATLAS.ref_samples, type=Count(1), show_default=True,
               help="batches of the simulated reference statistic")
 @click.option("--seed", default=ATLAS.seed, type=Count(0), show_default=True)
+@click.option("--context-pass/--no-context-pass", default=ATLAS.context_pass, show_default=True,
+              help="measure each unit's top-K candidates again in windows shifted by half a window, and value "
+                   "them at the context a reference window gives them (docs/METHOD.md, \"Context\"; "
+                   "one more forward over the windows that hold a candidate, at the end)")
 @click.option("--checkpoint-every", "checkpoint_s", default=CHECKPOINT_EVERY_S, type=Seconds(), show_default=True,
               help="seconds between checkpoints (0: after every batch)")
 @click.option("--device", default=DEFAULT_DEVICE, type=Device(), show_default=True, help=DEVICE_HELP)
 @click.option("--trust-remote-code", is_flag=True)
 def atlas(model, corpus, out, seq, sites, layers, k, max_types, windows_per_batch, max_tokens, strip_gutenberg,
-          shard, resume, overwrite, ref_batch, ref_samples, seed, checkpoint_s, device, trust_remote_code):
+          text_column, skip_empty, doc_tail, bos, shard, resume, overwrite, ref_batch, ref_samples, seed, checkpoint_s, device, trust_remote_code,
+          ray_address, shards, context_pass):
     """Every unit of the chosen sites from one streamed pass over the corpus."""
-    from maxact.commands.atlas_cmd import run_atlas
+    from maxact.commands.atlas_cmd import ray_cluster, run_atlas
 
+    device_given = click.get_current_context().get_parameter_source("device") is not ParameterSource.DEFAULT
+    cluster = ray_cluster(ray_address, shards, device if device_given else None, shard)
     config = AtlasConfig(model=model, corpus=corpus, seq=seq, sites=sites or default_atlas_sites(), layers=layers,
                          k=k, max_types=max_types, windows_per_batch=windows_per_batch, max_tokens=max_tokens,
-                         strip_gutenberg=strip_gutenberg, shard=shard, ref_batch=ref_batch, ref_samples=ref_samples,
-                         seed=seed, device=device)
+                         strip_gutenberg=strip_gutenberg, text_column=text_column, skip_empty=skip_empty,
+                         doc_tail=doc_tail, bos=bos, shard=shard, ref_batch=ref_batch, ref_samples=ref_samples, seed=seed, device=device,
+                         context_pass=context_pass)
     run_atlas(config, out, resume=resume, overwrite=overwrite, checkpoint_s=checkpoint_s,
-              trust_remote_code=trust_remote_code, echo=click.echo)
+              trust_remote_code=trust_remote_code, cluster=cluster, echo=click.echo)
 
 
 @main.command()
@@ -185,6 +219,44 @@ def show(atlas_dir, unit, as_json, top):
 
 
 @main.command()
+@click.option("--unit", "unit", required=True, type=UnitName(), help="the unit to maximize, e.g. L6.mlp_post:100")
+@click.option("--method", default=ASCENT.method, type=click.Choice(["gcg", "relax", "gumbel"]), show_default=True,
+              help="gcg: gradient-ranked token swaps, evaluated exactly; relax: softmax over the vocabulary + Adam; "
+                   "gumbel: relax with Gumbel noise")
+@click.option("--length", default=ASCENT.length, type=Count(1), show_default=True, help="input tokens")
+@click.option("--seeds", default=ASCENT.seeds, type=Count(1), show_default=True, help="seeds 0..S-1")
+@click.option("--steps", default=ASCENT.steps, type=Count(1), show_default=True)
+@click.option("--atlas", "atlas_dir", default=None, type=click.Path(path_type=Path),
+              help="compare with this atlas's data maximum and top tokens (and use its model)")
+@click.option("--model", "-m", default=None, help=MODEL_HELP + " [default: the atlas's, else the embedded model]")
+@click.option("--corpus", default=DEFAULT_CORPUS, show_default=True, help=CORPUS_HELP + " (data side without --atlas)")
+@click.option("--data-samples", default=ASCENT.data_samples, type=Count(1), show_default=True,
+              help="batches of the exact sample giving the data side without --atlas")
+@click.option("--json", "json_path", default=None, type=OutputFile(), help="write the result as JSON to this file")
+@click.option("--device", default=DEFAULT_DEVICE, type=Device(), show_default=True, help=DEVICE_HELP)
+def ascend(unit, method, length, seeds, steps, atlas_dir, model, corpus, data_samples, json_path, device):
+    """Gradient-ascent activation maximization of one unit, beside what real text gives."""
+    from maxact.commands.ascend_cmd import AscendRequest, run_ascend
+
+    run_ascend(AscendRequest(unit, model, method, length, seeds, steps, atlas_dir, corpus, data_samples,
+                             json_path, device), click.echo, _load)
+
+
+@main.command()
+@click.argument("atlas_dir", type=click.Path(path_type=Path))
+@click.argument("unit", type=UnitName())
+@click.option("--examples", default=CONTEXT_EXAMPLES, type=Count(1), show_default=True, help="top examples to measure")
+@click.option("--model", "-m", default=None, help="model to run [default: the atlas's own]")
+@click.option("--device", default=DEFAULT_DEVICE, type=Device(), show_default=True, help=DEVICE_HELP)
+@click.option("--json", "as_json", is_flag=True)
+def context(atlas_dir, unit, examples, model, device, as_json):
+    """How much context a unit's top examples need: their activation with 0, 1, 2, 4, ... previous tokens."""
+    from maxact.commands.context_cmd import run_context_command
+
+    run_context_command(atlas_dir, unit, model, device, examples, as_json, click.echo, _load)
+
+
+@main.command()
 @click.argument("atlas_dir", type=click.Path(path_type=Path))
 @click.option("--token", required=True, help="token text with its leading space, e.g. ' before'")
 @click.option("--site", default=None, type=SiteName(), help="only units of this site")
@@ -195,6 +267,48 @@ def find(atlas_dir, token, site, limit, as_json):
     from maxact.commands.atlas_cmd import run_find_command
 
     run_find_command(atlas_dir, token, site, limit, as_json, click.echo)
+
+
+@main.command()
+@click.argument("atlas_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--token", "tokens", multiple=True, help="a token text of the category, leading space included (repeatable)")
+@click.option("--words", type=click.Path(path_type=Path), help="file of words or phrases, one a line, matched in the text")
+@click.option("--word-token", default=CONCEPT.word_token, show_default=True, type=click.Choice(WORD_TOKENS),
+              help="the observation of a multi-token word or span")
+@click.option("--tag", "tags", multiple=True, help="part-of-speech tag pattern on a tagged corpus, e.g. 'np*', '*' (repeatable)")
+@click.option("--pos", type=click.Path(path_type=Path), help="contrast set of the category: one text a line, target [[marked]] or last")
+@click.option("--neg", type=click.Path(path_type=Path), help="contrast set of the rest (with --pos)")
+@click.option("--by", type=click.Choice(PROPERTIES), help="groups by a property: ANOVA F and eta squared")
+@click.option("--sites", default=None, type=SiteList(), help="comma-separated site kinds [default: the atlas's]")
+@click.option("--layers", default=None, type=BlockList(), help="blocks, e.g. 0-5,12 [default: the atlas's]")
+@click.option("--unit", "units", multiple=True, type=UnitName(), help="with --by: a unit whose histograms by group are kept (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="print the whole table as JSON")
+@click.option("--csv", "csv_path", type=OutputFile(), help="write the whole table as CSV")
+@click.option("--parquet", "parquet_path", type=OutputFile(), help="write the whole table as Parquet")
+@click.option("--plot", "plot_path", type=OutputFile(), help="a volcano plot (PNG), or with --by the histograms")
+@click.option("--skip-pos0", is_flag=True, help="leave out tokens at window position 0 (runs the pass)")
+@click.option("--model", "-m", default=None, help=f"model of the streaming pass [default: the atlas's, else {DEFAULT_MODEL}]")
+@click.option("--corpus", "-c", default=None, help=f"corpus of the streaming pass [default: the atlas's, else {DEFAULT_CORPUS}]")
+@click.option("--max-tokens", type=Count(1), default=None, help="only the first N tokens of the corpus")
+@click.option("--probe", is_flag=True, help="L2 and L1 logistic-regression probes over each chosen site")
+@click.option("--save-direction", type=OutputFile(), help="the probe's weights and the class-mean difference (.npy or .safetensors)")
+@click.option("--top", default=CONCEPT.top, type=Count(0), show_default=True, help="units printed")
+@click.option("--device", default=DEFAULT_DEVICE, type=Device(), show_default=True, help=DEVICE_HELP)
+@click.option("--trust-remote-code", is_flag=True)
+def concept(atlas_dir, tokens, words, word_token, tags, pos, neg, by, sites, layers, units, as_json, csv_path,
+            parquet_path, plot_path, skip_pos0, model, corpus, max_tokens, probe, save_direction, top, device,
+            trust_remote_code):
+    """Rank every unit by how it separates a category from the rest (t, p, q, d, AUROC)."""
+    from maxact.commands.concept_cmd import run_concept
+    from maxact.commands.concept_request import ConceptRequest
+
+    run_concept(ConceptRequest(
+        atlas_dir=atlas_dir, tokens=tuple(tokens), words=words, word_token=word_token, tags=tuple(tags), pos=pos,
+        neg=neg, by=by, sites=sites, layers=layers, units=tuple(units), as_json=as_json, csv=csv_path,
+        parquet=parquet_path, plot=plot_path, skip_pos0=skip_pos0, model=model, corpus=corpus,
+        max_tokens=max_tokens, probe=probe, save_direction=save_direction, top=top, device=device,
+        trust_remote_code=trust_remote_code,
+    ), echo=click.echo)
 
 
 @main.command()

@@ -76,7 +76,8 @@ def unit_page_text(page: dict, manifest: Manifest, top: int = 10) -> str:
         f"{page['unit']}{head}  HF {info['hf_module']} ({info['reads']})  |  TL {info['tl_hook']}",
         f"model {manifest.model.name}, corpus {manifest.corpus.name} ({manifest.corpus.n_tokens} tokens)",
         "",
-        f"reference statistic ({g['samples']} batches of {g['batch']} x {g['seq']}, seed {g['seed']}, from the atlas):",
+        f"reference statistic ({g['samples']} batches of {g['batch']} x {g['seq']}, seed {g['seed']}, from the atlas, "
+        f"{'two measured contexts' if g.get('contexts', 1) == 2 else 'one measured context'} per candidate):",
         f"{'count':>7}  {'share':>6}  {'expected':>8}  {'wins/occ':>8}  token",
     ]
     for r in page["tally"][:top]:

@@ -1,16 +1,19 @@
 """The reference experiment, exactly (docs/METHOD.md in this repository): random windows, batch argmax, a tally.
 
 For each of ``samples`` batches: draw ``batch`` starts uniformly with replacement from
-``[0, n_tokens - seq)``, take ``X = tokens[start[:, None] + arange(seq)]``, run the model (no mask),
-and for every requested unit take the argmax of its (batch, seq) activations, flattened row-major
-(first maximum wins ties, as torch and numpy do). Every requested unit is answered from the same
+``[0, n_tokens - seq)`` (with several documents: among the starts whose window fits inside one
+document, windows.StartSpace), take ``X = tokens[start[:, None] + arange(seq)]``, run the model (no
+mask), and for every requested unit take the argmax of its (batch, seq) activations, flattened
+row-major (first maximum wins ties, as torch and numpy do). With a BOS token (docs/METHOD.md,
+"Documents") each window is [BOS] + seq - 1 corpus tokens and the BOS position is never a winner;
+rows, columns and starts index corpus tokens. Every requested unit is answered from the same
 forward passes; the forward stops after the deepest requested block.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,12 +22,13 @@ from maxact.config import SAMPLE
 from maxact.errors import MaxactError, choices_text
 from maxact.tally import Tally, tally_winners
 from maxact.units import SiteRef, UnitId
-from maxact.windows import draw_starts, require_tokens, resolve_seed
+from maxact.windows import StartSpace, bos_token_id, require_starts, resolve_bos, resolve_seed
 
 if TYPE_CHECKING:  # torch and the model stack load only for exact sampling: `sample --atlas` and
     # the atlas pages use the result types here and must answer in well under a second
     import torch
 
+    from maxact.corpus import TokenSource
     from maxact.models.loading import LoadedModel
 
 
@@ -42,6 +46,9 @@ class SampleConfig:
     n_tokens: int = 0
     strip_gutenberg: bool = False
     source: str = "exact"  # "exact": forward passes; "atlas": simulated from an atlas
+    bos: bool | None = None  # a BOS token before each window; None: on for several documents (recorded resolved)
+    n_docs: int = 1  # documents in the corpus
+    docs_without_window: int = 0  # documents too short to hold a window (never drawn)
 
 
 @dataclass
@@ -106,7 +113,7 @@ def _winner_json(u: UnitSample, b: int) -> dict | None:
 
 def sample_exact(
     lm: LoadedModel,
-    tokens: np.ndarray,  # (n_tokens,) int32 corpus
+    source: TokenSource,
     units: Sequence[UnitId],
     config: SampleConfig,
     progress: bool = True,
@@ -117,14 +124,19 @@ def sample_exact(
 
     from maxact.capture import stream
 
-    require_tokens(len(tokens), config.seq, config.corpus)
+    tokens = source.tokens  # (n_tokens,) int32
+    bos_id = resolve_bos(config.bos, len(source.doc_starts), bos_token_id(lm), config.seq, config.model)
+    first = 0 if bos_id is None else 1  # model position of a window's first corpus token
+    space = StartSpace.of(source.doc_starts, len(tokens), config.seq - first)
+    require_starts(space, config.seq, config.corpus)
     seed = resolve_seed(config.seed)
-    config = SampleConfig(**{**asdict(config), "seed": seed, "n_tokens": int(len(tokens))})
+    config = replace(config, seed=seed, n_tokens=int(len(tokens)), bos=bos_id is not None, n_docs=space.n_docs,
+                     docs_without_window=space.docs_without_window)
     rng = np.random.default_rng(seed)
     refs = sorted({u.site_ref for u in units}, key=str)
     index_of = {ref: torch.tensor([u.index for u in units if u.site_ref == ref]) for ref in refs}
     order = {ref: [u for u in units if u.site_ref == ref] for ref in refs}
-    n, B, T = config.samples, config.batch, config.seq
+    n, B, T = config.samples, config.batch, space.length  # T: corpus tokens per window
     starts = np.empty((n, B), dtype=np.int64)
     flat_win = {ref: np.empty((n, len(order[ref])), dtype=np.int64) for ref in refs}
     win_val = {ref: np.empty((n, len(order[ref])), dtype=np.float32) for ref in refs}
@@ -132,12 +144,15 @@ def sample_exact(
     col0 = 1 if config.skip_pos0 else 0
 
     for b in tqdm(range(n), desc="batches", unit="batch", disable=not progress):
-        starts[b] = draw_starts(rng, len(tokens), T, B)
+        starts[b] = space.draw(rng, B)
         windows = tokens[starts[b][:, None] + offsets]  # (B, T) int32: only this batch is copied
-        X = torch.from_numpy(windows.astype(np.int64)).to(lm.device)  # (B, T) int64
+        X = torch.from_numpy(windows.astype(np.int64))  # (B, T) int64
+        if bos_id is not None:
+            X = torch.cat([torch.full((B, 1), bos_id), X], 1)  # (B, 1 + T)
+        X = X.to(lm.device)
 
-        def take(ref: SiteRef, acts: torch.Tensor, b=b) -> None:  # acts: (B, T, width)
-            a = acts[:, col0:, index_of[ref].to(acts.device)].float()  # (B, T', U)
+        def take(ref: SiteRef, acts: torch.Tensor, b=b) -> None:  # acts: (B, first + T, width)
+            a = acts[:, first + col0 :, index_of[ref].to(acts.device)].float()  # (B, T', U)
             flat = a.reshape(-1, a.shape[-1])  # (B*T', U), row-major
             best = flat.argmax(dim=0)  # (U,) first maximum
             r, c = best // a.shape[1], best % a.shape[1] + col0

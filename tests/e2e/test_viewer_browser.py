@@ -242,3 +242,30 @@ def test_a_bad_unit_is_a_page_that_says_why(page):
     assert "not in this atlas" in page.locator(".error-message").text_content()
     assert "Traceback" not in page.content()
     page.watch.check(console=False)
+
+
+def test_optimise_and_context_panels_run_jobs(page):
+    page.goto(page.site + "/unit/L1.resid_pre:3")
+    ready(page)
+    form = page.locator("form.job-form").nth(1)  # context first, then optimise
+    form.locator("input[name=steps]").fill("4")
+    form.locator("input[name=seeds]").fill("2")
+    form.locator("button[type=submit]").click()
+    page.wait_for_selector("text=done in", timeout=60_000)
+    rows = page.locator(".job-out").nth(1).locator("tbody tr")
+    assert rows.count() == 2
+    exact = [float(v) for v in rows.evaluate_all("rs => rs.map(r => r.children[1].textContent)")]
+    jobs = api(page, "/api/job/ascend-1")  # the first job of this server
+    assert jobs["state"] == "done"
+    for shown, run in zip(exact, jobs["result"]["runs"]):
+        assert shown == pytest.approx(run["hard_value"], rel=1e-3, abs=1e-4)
+    ctx = page.locator("form.job-form").nth(0)
+    ctx.locator("input[name=examples]").fill("3")
+    ctx.locator("button[type=submit]").click()
+    ctx_rows = page.locator(".job-out").nth(0).locator("tbody tr")
+    ctx_rows.nth(2).wait_for(timeout=60_000)
+    assert ctx_rows.count() == 3
+    first = api(page, "/api/job/context-2")["result"]["examples"][0]
+    assert ctx_rows.nth(0).locator("td").nth(1).text_content().strip() == str(first["k50"] if first["k50"] is not None else "–")
+    fits_width(page)
+    page.watch.check()

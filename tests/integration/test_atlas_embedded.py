@@ -23,6 +23,7 @@ from maxact.engine.plan import WindowPlan
 from maxact.models import load_model
 from maxact.store import format as F
 from maxact.store.reader import Atlas
+from maxact.windows import Windowing
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +57,8 @@ def atlas_dir(tmp_path_factory, shared_corpora):
 def hidden(lm, tokens):
     """hidden_states[L] (L in LAYERS) and hidden_states[-1] ("ln_final") of every window, by corpus
     position, (n, d_model) each; "mlp1": block 1's down projection input, from a plain hook."""
-    plan = WindowPlan.make(N_TOKENS, SEQ, AtlasConfig().windows_per_batch, None)
+    plan = WindowPlan.make(np.zeros(1, dtype=np.int64), N_TOKENS, Windowing(SEQ, None, "short"),
+                           AtlasConfig().windows_per_batch, None)
     out: dict = {}
     down = lm.model.model.layers[1].mlp.down_proj
     got = {}

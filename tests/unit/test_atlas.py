@@ -18,6 +18,7 @@ import torch
 from atlas_helpers import (
     VOCAB,
     build_tiny_atlas,
+    one_text,
     single_thread,
     synthetic_source,
 )
@@ -94,7 +95,7 @@ def test_top_and_bottom_lists_equal_brute_force(brute, part, largest, pos0):
 def test_reference_list_is_top_k_over_all_positions(brute):
     _, bp = brute.ranked(True, None)
     np.testing.assert_array_equal(brute.atlas[F.REF_POSITIONS], bp)
-    probs, miss = win_probabilities(bp, N_TOKENS, SEQ, 32)
+    probs, miss = win_probabilities(bp, one_text(N_TOKENS, SEQ), 32)
     np.testing.assert_allclose(brute.atlas[F.REF_PROBS], probs.astype(np.float32))
     ref = brute.atlas[F.REF]
     np.testing.assert_allclose(ref["miss"], miss.astype(np.float32))

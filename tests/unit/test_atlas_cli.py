@@ -81,7 +81,7 @@ def npy_files(d: Path) -> list[str]:
 
 def assert_same_bytes(a: Path, b: Path):
     """Every array file of two atlases byte for byte (dtype, shape and every bit, NaNs included)."""
-    assert npy_files(a) == npy_files(b) and len(npy_files(a)) == 27  # 24 + the 3 of activation bands
+    assert npy_files(a) == npy_files(b) and len(npy_files(a)) == 32  # 24 + the 3 of activation bands + doc_starts + 4 per-type moments
     for name in npy_files(a):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     for name in (F.VOCAB, F.CONFIG):
@@ -179,8 +179,8 @@ def test_merged_shards_equal_one_run(shards, one_run, tmp_path):
              F.TOP0_POSITIONS, F.BOTTOM0_VALUES, F.BOTTOM0_POSITIONS, F.TOP_CONTEXT, F.BOTTOM_CONTEXT,
              F.HIST, F.HIST_BOUNDS, F.TUNING_IDS, F.TUNING_COUNTS, F.REF_POSITIONS, F.REF_PROBS,
              F.TOKENS, F.LOGIT_TOP_IDS, F.LOGIT_TOP_VALUES, F.LOGIT_BOTTOM_IDS, F.LOGIT_BOTTOM_VALUES,
-             F.BAND_POSITIONS, F.BAND_VALUES, F.BAND_EDGES]
-    assert sorted(exact + [F.STATS, F.TUNING_MEANS, F.REF]) == npy_files(one_run)
+             F.BAND_POSITIONS, F.BAND_VALUES, F.BAND_EDGES, F.DOC_STARTS, F.TYPE_COUNTS]
+    assert sorted(exact + [F.STATS, F.TUNING_MEANS, F.REF, F.TYPE_DEV, F.TYPE_M2, F.TYPE_STATS]) == npy_files(one_run)
     for name in exact:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     sa, sb = a[F.STATS], b[F.STATS]
@@ -189,6 +189,10 @@ def test_merged_shards_equal_one_run(shards, one_run, tmp_path):
     for name in ("mean", "std", "skew", "kurtosis"):  # float32 batch moments, batched differently
         np.testing.assert_allclose(sa[name], sb[name], rtol=1e-5, atol=1e-6, err_msg=name)
     np.testing.assert_allclose(a[F.TUNING_MEANS], b[F.TUNING_MEANS], rtol=1e-5, atol=1e-6)
+    for name in (F.TYPE_DEV, F.TYPE_M2):  # per-type moments: Chan-merged float64 over float32 batch moments
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    for name in ("mean", "m2", "eta2"):
+        np.testing.assert_allclose(a[F.TYPE_STATS][name], b[F.TYPE_STATS][name], rtol=1e-6, atol=1e-7, err_msg=name)
     ra, rb = a[F.REF], b[F.REF]
     for name in ("top_token", "x_top_token", "best_token", "top_share", "pos0_share", "miss"):
         np.testing.assert_array_equal(ra[name], rb[name], err_msg=name)

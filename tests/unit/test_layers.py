@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("maxact.errors", "maxact.paths", "maxact.units", "maxact.config", "maxact.fsio", "maxact.tally"),
     ("maxact.models", "maxact.corpus", "maxact.windows"),
     ("maxact.capture",),
-    ("maxact.engine", "maxact.sampling"),
+    ("maxact.engine", "maxact.sampling", "maxact.ascent"),
     ("maxact.store",),
     ("maxact.analysis", "maxact.atlas_sample"),
     ("maxact.pipeline",),

@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from atlas_helpers import simulate_by_coverage
+from atlas_helpers import one_text, simulate_by_coverage
 
 from maxact.analysis.refstat import (
     covered_counts,
@@ -59,18 +59,18 @@ def brute_covered(positions, n, seq):
 def test_start_intervals_and_end_effects():
     n, seq = 50, 10  # starts 0..39; the last window covers 39..48; token 49 is never covered
     pos = np.array([0, 5, 9, 10, 39, 40, 48, 49, -1])
-    a, b = start_intervals(pos, n, seq)
+    a, b = start_intervals(pos, one_text(n, seq))
     counts = np.maximum(b - a + 1, 0)
     assert counts.tolist() == [1, 6, 10, 10, 10, 9, 1, 0, 0]
     for p, c in zip(pos, counts):
         assert c == sum(s <= p < s + seq for s in range(n - seq)) if p >= 0 else c == 0
     # the last token never wins; the one before it only through the last start
-    probs, miss = win_probabilities(np.array([[49, 48]]), n, seq, batch=3)
+    probs, miss = win_probabilities(np.array([[49, 48]]), one_text(n, seq), batch=3)
     assert probs[0, 0] == 0.0
     assert probs[0, 1] == pytest.approx(1 - (1 - 1 / 40) ** 3)
     assert miss[0] == pytest.approx((1 - 1 / 40) ** 3)
     with pytest.raises(ValueError, match="too short"):
-        win_probabilities(np.array([[0]]), 10, 10, 1)
+        win_probabilities(np.array([[0]]), one_text(10, 10), 1)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -82,7 +82,7 @@ def test_covered_counts_equal_brute_force(seed):
             ranked_positions(rng, n, K, K, must=(20, 21, 22)),  # neighbours: overlapping intervals
             np.full(K, -1)]  # an empty list
     pos = np.stack(rows)
-    np.testing.assert_array_equal(covered_counts(pos, n, seq), brute_covered(pos, n, seq))
+    np.testing.assert_array_equal(covered_counts(pos, one_text(n, seq)), brute_covered(pos, n, seq))
 
 
 # ---- win probabilities ------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def test_win_probabilities_equal_exact_enumeration(batch):
                 miss[u] += 1
             else:
                 expect[u, rank] += 1
-    probs, got_miss = win_probabilities(pos, n, seq, batch)
+    probs, got_miss = win_probabilities(pos, one_text(n, seq), batch)
     np.testing.assert_allclose(probs, expect / len(tuples), rtol=0, atol=1e-12)
     np.testing.assert_allclose(got_miss, miss / len(tuples), rtol=0, atol=1e-12)
     np.testing.assert_allclose(probs.sum(1) + got_miss, 1.0)
@@ -117,9 +117,9 @@ def test_win_probabilities_agree_with_monte_carlo():
     pos = np.stack([ranked_positions(rng, n, K, K),
                     ranked_positions(rng, n, K, K, must=(n - 1, n - 2, 0)),
                     ranked_positions(rng, n, K, 3, must=(100, 101))])
-    probs, miss = win_probabilities(pos, n, seq, batch)
+    probs, miss = win_probabilities(pos, one_text(n, seq), batch)
     for u in range(len(pos)):
-        _, rank, _ = simulate(pos[u], n, seq, batch, samples, seed=u)
+        _, rank, _ = simulate(pos[u], one_text(n, seq), batch, samples, seed=u)
         freq = np.bincount(rank + 1, minlength=K + 1) / samples  # index 0: missed
         p = np.concatenate([[miss[u]], probs[u]])
         sigma = np.sqrt(p * (1 - p) / samples)
@@ -128,14 +128,12 @@ def test_win_probabilities_agree_with_monte_carlo():
 
 # ---- simulated batches ------------------------------------------------------------------------
 def test_simulate_draws_the_starts_of_exact_sampling_and_finds_each_winner():
-    from maxact.windows import draw_starts
-
     n, seq, batch, samples, seed = 90, 12, 4, 300, 3
     rng = np.random.default_rng(0)
     pos = ranked_positions(rng, n, 8, 7, must=(n - 1, 0))
-    starts, rank, row = simulate(pos, n, seq, batch, samples, seed)
+    starts, rank, row = simulate(pos, one_text(n, seq), batch, samples, seed)
     exact_rng = np.random.default_rng(seed)  # the draws of maxact.sampling.sample_exact, batch by batch
-    np.testing.assert_array_equal(starts, np.stack([draw_starts(exact_rng, n, seq, batch) for _ in range(samples)]))
+    np.testing.assert_array_equal(starts, np.stack([one_text(n, seq).draw(exact_rng, batch) for _ in range(samples)]))
     for b in range(samples):
         assert (rank[b], row[b] if rank[b] >= 0 else 0) == winner(pos, starts[b], seq)
     assert (rank == -1).any() and (rank == 0).any()  # both outcomes occur in this geometry
@@ -148,7 +146,7 @@ def test_simulate_equals_brute_force_coverage(seed):
     for pos in (ranked_positions(rng, n, 8, 8), ranked_positions(rng, n, 8, 5, must=(n - 1, 0, n - seq)),
                 np.full(8, -1)):
         a = simulate_by_coverage(pos, n, seq, batch, samples, seed)
-        b = simulate(pos, n, seq, batch, samples, seed)
+        b = simulate(pos, one_text(n, seq), batch, samples, seed)
         for x, y in zip(a, b):
             np.testing.assert_array_equal(x, y)
 

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from atlas_helpers import synthetic_source
 from tiny_models import FAMILIES, VOCAB, tiny_loaded
 
 from maxact.errors import MaxactError
@@ -131,7 +132,7 @@ def brute_force(model, family, tokens, units, batch, seq, samples, seed, skip_po
 
 def assert_matches_brute(lm, family, tokens, units, **kw):
     cfg = config(**kw)
-    result = sample_exact(lm, tokens, units, cfg, progress=False)
+    result = sample_exact(lm, synthetic_source(tokens), units, cfg, progress=False)
     starts, want = brute_force(
         lm.model, family, tokens, units, cfg.batch, cfg.seq, cfg.samples, cfg.seed, cfg.skip_pos0
     )
@@ -198,8 +199,8 @@ def _same(a, b):
 def test_same_seed_identical(loaded, tokens):
     lm = loaded["llama"]
     units = resolve_units(lm.adapter, ["L1.resid_pre:*"])
-    a = sample_exact(lm, tokens, units, config(seed=42), progress=False)
-    b = sample_exact(lm, tokens, units, config(seed=42), progress=False)
+    a = sample_exact(lm, synthetic_source(tokens), units, config(seed=42), progress=False)
+    b = sample_exact(lm, synthetic_source(tokens), units, config(seed=42), progress=False)
     _same(a, b)
     assert a.to_json(token_text) == b.to_json(token_text)
 
@@ -207,8 +208,8 @@ def test_same_seed_identical(loaded, tokens):
 def test_different_seeds_differ(loaded, tokens):
     lm = loaded["llama"]
     units = resolve_units(lm.adapter, ["L1.resid_pre:*"])
-    a = sample_exact(lm, tokens, units, config(seed=1), progress=False)
-    b = sample_exact(lm, tokens, units, config(seed=2), progress=False)
+    a = sample_exact(lm, synthetic_source(tokens), units, config(seed=1), progress=False)
+    b = sample_exact(lm, synthetic_source(tokens), units, config(seed=2), progress=False)
     assert not np.array_equal(a.starts, b.starts)
     assert any(
         not np.array_equal(ua.token_ids, ub.token_ids)
@@ -219,15 +220,15 @@ def test_different_seeds_differ(loaded, tokens):
 def test_no_seed_draws_one_and_records_it(loaded, tokens):
     lm = loaded["llama"]
     units = [parse_unit("L1.resid_pre:3")]
-    a = sample_exact(lm, tokens, units, config(seed=None), progress=False)
+    a = sample_exact(lm, synthetic_source(tokens), units, config(seed=None), progress=False)
     assert isinstance(a.config.seed, int)
-    b = sample_exact(lm, tokens, units, config(seed=a.config.seed), progress=False)
+    b = sample_exact(lm, synthetic_source(tokens), units, config(seed=a.config.seed), progress=False)
     _same(a, b)
 
 
 def test_config_records_corpus_size(loaded, tokens):
     result = sample_exact(
-        loaded["llama"], tokens, [parse_unit("L0.resid_pre:0")], config(), progress=False
+        loaded["llama"], synthetic_source(tokens), [parse_unit("L0.resid_pre:0")], config(), progress=False
     )
     assert result.config.n_tokens == len(tokens) and result.config.source == "exact"
 
@@ -238,11 +239,11 @@ def test_constant_corpus_ties_go_to_the_first_position(loaded):
     lm = loaded["llama"]
     tokens = np.full(100, 7, dtype=np.int32)
     units = resolve_units(lm.adapter, ["L0.resid_pre:*"])
-    result = sample_exact(lm, tokens, units, config(), progress=False)
+    result = sample_exact(lm, synthetic_source(tokens), units, config(), progress=False)
     for u in result.units:
         assert (u.rows == 0).all() and (u.cols == 0).all() and (u.token_ids == 7).all()
         assert u.tally.pos0_wins == SAMPLES and u.tally.distinct == 1
-    skipped = sample_exact(lm, tokens, units, config(skip_pos0=True), progress=False)
+    skipped = sample_exact(lm, synthetic_source(tokens), units, config(skip_pos0=True), progress=False)
     for u in skipped.units:
         assert (u.rows == 0).all() and (u.cols == 1).all() and u.tally.pos0_wins == 0
 
@@ -254,7 +255,7 @@ def test_ties_between_repeated_tokens_go_to_the_first_in_row_major_order(loaded)
     lo, hi = (int(t) for t in np.argsort(emb[:, dim])[[0, -1]])  # lowest and highest value at dim
     tokens = np.where(np.random.default_rng(0).random(300) < 0.1, hi, lo).astype(np.int32)
     result = sample_exact(
-        lm, tokens, [parse_unit(f"L0.resid_pre:{dim}")], config(samples=20), progress=False
+        lm, synthetic_source(tokens), [parse_unit(f"L0.resid_pre:{dim}")], config(samples=20), progress=False
     )
     u = result.units[0]
     for b, starts in enumerate(result.starts):
@@ -269,7 +270,7 @@ def test_ties_between_repeated_tokens_go_to_the_first_in_row_major_order(loaded)
 def test_pos0_wins_and_summary(loaded):
     lm = loaded["llama"]
     tokens = np.full(50, 3, dtype=np.int32)
-    result = sample_exact(lm, tokens, [parse_unit("L0.resid_pre:1")], config(), progress=False)
+    result = sample_exact(lm, synthetic_source(tokens), [parse_unit("L0.resid_pre:1")], config(), progress=False)
     tally = result.units[0].tally
     assert tally.pos0_wins == SAMPLES
     text = tally_summary(tally)
@@ -302,7 +303,7 @@ def test_tally_table_shows_token_with_its_space_and_id():
 def test_tally_counts_sum_to_samples(loaded, tokens):
     lm = loaded["gpt_neo"]
     units = resolve_units(lm.adapter, ["L1.mlp_post:*"])
-    result = sample_exact(lm, tokens, units, config(samples=7), progress=False)
+    result = sample_exact(lm, synthetic_source(tokens), units, config(samples=7), progress=False)
     for u in result.units:
         assert u.tally.counts.sum() == 7 and u.tally.n_batches == 7
         assert u.tally.pos0_wins == int((u.cols == 0).sum())
@@ -314,7 +315,7 @@ def test_to_json_shape(loaded, tokens):
     lm = loaded["llama"]
     units = [parse_unit("L2.resid_pre:5"), parse_unit("L1.attn_q:20")]
     result = sample_exact(
-        lm, tokens, units, config(batch=32, seq=8, samples=3, seed=9), progress=False
+        lm, synthetic_source(tokens), units, config(batch=32, seq=8, samples=3, seed=9), progress=False
     )
     obj = result.to_json(token_text)
     assert json.loads(json.dumps(obj)) == obj  # plain JSON types only
@@ -354,8 +355,8 @@ def test_to_json_shape(loaded, tokens):
 
 def test_to_json_has_the_same_shape_for_one_unit(loaded, tokens):
     lm = loaded["llama"]
-    one = sample_exact(lm, tokens, [parse_unit("L2.resid_pre:5")], config(), progress=False).to_json(token_text)
-    two = sample_exact(lm, tokens, [parse_unit("L2.resid_pre:5"), parse_unit("L0.resid_pre:1")], config(),
+    one = sample_exact(lm, synthetic_source(tokens), [parse_unit("L2.resid_pre:5")], config(), progress=False).to_json(token_text)
+    two = sample_exact(lm, synthetic_source(tokens), [parse_unit("L2.resid_pre:5"), parse_unit("L0.resid_pre:1")], config(),
                        progress=False).to_json(token_text)
     assert set(one) == set(two) == {"config", "starts", "units"} and len(one["units"]) == 1
     assert one["starts"] == two["starts"] and one["units"][0] == two["units"][0]
@@ -368,12 +369,12 @@ def test_corpus_shorter_than_one_window(loaded):
         MaxactError, match=r"has 12 tokens, too few for --seq 12 \(it needs at least 13\)"
     ):
         sample_exact(
-            loaded["llama"], tokens, [parse_unit("L0.resid_pre:0")], config(), progress=False
+            loaded["llama"], synthetic_source(tokens), [parse_unit("L0.resid_pre:0")], config(), progress=False
         )
     # one token more than a window is enough: every start is 0
     result = sample_exact(
         loaded["llama"],
-        np.arange(13, dtype=np.int32),
+        synthetic_source(np.arange(13, dtype=np.int32)),
         [parse_unit("L0.resid_pre:0")],
         config(),
         progress=False,

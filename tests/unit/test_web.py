@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 import pytest
-from atlas_helpers import simulate_by_coverage
+from atlas_helpers import one_text, simulate_by_coverage
 from click.testing import CliRunner
 from e2e.viewer_atlas import INJECTIONS, build_viewer_atlas, start_server
 
@@ -297,10 +297,10 @@ def test_fast_simulation_is_the_reference_simulation(atlas, seq, batch, samples,
         for row in range(0, atlas.n_units, 5):
             pos = np.asarray(atlas[name][row])
             for want, got in zip(simulate_by_coverage(pos, n, seq, batch, samples, seed),
-                                 simulate(pos, n, seq, batch, samples, seed)):
+                                 simulate(pos, one_text(n, seq), batch, samples, seed)):
                 assert got.dtype == want.dtype and np.array_equal(got, want)
     pos = np.array([n - 1, 3, -1, -1])  # the last token no window covers; empty slots
-    for want, got in zip(simulate_by_coverage(pos, n, 32, 4, 30, 0), simulate(pos, n, 32, 4, 30, 0)):
+    for want, got in zip(simulate_by_coverage(pos, n, 32, 4, 30, 0), simulate(pos, one_text(n, 32), 4, 30, 0)):
         assert np.array_equal(got, want)
 
 

@@ -25,16 +25,17 @@ def position_hash(positions: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _example(atlas: Atlas, position: int, value: float) -> dict:
-    """One band example: the token, its value, and the text around it inside its atlas window."""
-    seq = atlas.manifest.seq
+    """One band example: the token, its value, and the text around it inside its atlas window (so
+    never across a document start)."""
     toks = atlas.tokens
-    window_start = position - position % seq
+    bounds = atlas.window_bounds(np.array([position], dtype=np.int64))
+    window_start, window_end = int(bounds[0][0]), int(bounds[1][0])
     lo = max(window_start, position - CONTEXT_BEFORE)
-    hi = min(window_start + seq, len(toks), position + CONTEXT_AFTER + 1)
+    hi = min(window_end, position + CONTEXT_AFTER + 1)
     ids = np.asarray(toks[lo:hi]).tolist()
     tok = int(toks[position])
     return {"position": position, "token_id": tok, "token": atlas.token_text(tok), "value": json_float(value),
-            "window_pos": position % seq,
+            "window_pos": position - window_start,
             "context": {"start": lo, "focus": position - lo, "token_ids": ids,
                         "tokens": [atlas.token_text(t) for t in ids]}}
 

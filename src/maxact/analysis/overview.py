@@ -77,6 +77,9 @@ def overview(atlas: Atlas, top: int = 12) -> dict:
     """Run metadata, one cell per site (site kind x layer) and the most selective units overall."""
     s = unit_scores(atlas)
     m = atlas.manifest
+    # eta squared per unit (the share of its variance the token's identity explains); None in
+    # atlases made before per-type moments
+    eta2 = np.asarray(atlas[F.TYPE_STATS]["eta2"]) if F.TYPE_STATS in m.files else None
     cells = []
     for site in atlas.sites:
         rows = site.rows
@@ -92,6 +95,7 @@ def overview(atlas: Atlas, top: int = 12) -> dict:
             "median_top_share": json_float(np.median(shares)) if len(shares) else None,
             "n_selective": int(s.selective[rows].sum()),
             "frac_selective": float(s.selective[rows].sum() / max(n, 1)),
+            "mean_eta2": json_float(np.nanmean(eta2[rows])) if eta2 is not None and np.isfinite(eta2[rows]).any() else None,
             "best": unit_row_summary(atlas, best, s) if score.max() > 0 else None,
         })
     order = _ranked(s, slice(0, len(s.score)))[:top]

@@ -10,7 +10,8 @@ import numpy as np
 
 from maxact.analysis.bands import activation_bands
 from maxact.analysis.floats import json_float
-from maxact.analysis.refstat import simulate, token_shares
+from maxact.analysis.context_shares import context_segments, context_simulate, measured_contexts
+from maxact.analysis.refstat import seeded_draws, simulate, token_shares
 from maxact.errors import MaxactError, choices_text
 from maxact.store import format as F
 from maxact.store.reader import Atlas
@@ -26,15 +27,17 @@ def examples(atlas: Atlas, row: int, part: str, limit: int | None = None) -> lis
     vals = np.asarray(atlas[files.values][row]).tolist()  # (K,) float
     poss = np.asarray(atlas[files.positions][row]).tolist()  # (K,) int, -1 = empty
     ctx = np.asarray(atlas[files.context][row], dtype=np.float32) if files.context is not None else None
-    seq, before = atlas.manifest.seq, atlas.manifest.context.before
+    before = atlas.manifest.context.before
     toks = atlas.tokens
+    window_start, _ = atlas.window_bounds(np.asarray(poss, dtype=np.int64))  # (K,) -1 for empty slots
     out = []
     for r, (v, p) in enumerate(zip(vals, poss)):
         if p < 0 or (limit is not None and r >= limit):
             break
         tok = int(toks[p])
+        # the context holds only the example's window (NaN outside it), so never another document
         item = {"position": p, "token_id": tok, "token": atlas.token_text(tok), "value": v,
-                "window_pos": p % seq}
+                "window_pos": p - int(window_start[r])}
         if ctx is not None and r < ctx.shape[0]:
             c = ctx[r]  # (C,) the unit's activation around the example, NaN outside its window
             lo = p - before
@@ -89,12 +92,14 @@ class SimulatedBatches(NamedTuple):
     tally: Tally
     token_ids: np.ndarray  # (S,) int64 winning token
     values: np.ndarray  # (S,) float32 winning activation
-    window_pos: np.ndarray  # (S,) int64 where the atlas pass computed that value (sinks live at 0)
+    window_pos: np.ndarray  # (S,) int64 where the atlas pass computed that value (sinks live at 0); with
+    # two contexts per candidate (--context-pass), the winner's position in its drawn window
 
 
 def simulate_unit(atlas: Atlas, row: int, batch: int, seq: int, samples: int, seed: int,
                   skip_pos0: bool) -> SimulatedBatches:
-    """The reference statistic of one unit by simulation: exact over the unit's top-K (docs/METHOD.md)."""
+    """The reference statistic of one unit by simulation over its top-K, each candidate valued with its
+    one measured context, or with the two of an atlas made with --context-pass (docs/METHOD.md)."""
     if skip_pos0:
         positions = np.asarray(atlas[F.TOP_POSITIONS][row])
         values = np.asarray(atlas[F.TOP_VALUES][row])
@@ -104,26 +109,42 @@ def simulate_unit(atlas: Atlas, row: int, batch: int, seq: int, samples: int, se
         pos_all = np.concatenate([atlas[F.TOP_POSITIONS][row], atlas[F.TOP0_POSITIONS][row]])
         lookup = dict(zip(pos_all.tolist(), vals_all.tolist()))
         values = np.array([lookup.get(int(p), np.nan) for p in positions], dtype=np.float32)
-    n = len(atlas.tokens)
-    starts, rank, wrow = simulate(positions, n, seq, batch, samples, seed)
+    space = atlas.start_space(seq)
+    if atlas.manifest.reference.contexts == 2:  # two measured contexts per candidate (--context-pass)
+        shift = np.asarray(atlas[F.TOP_SHIFT_VALUES if skip_pos0 else F.REF_SHIFT_VALUES][row])  # (K,)
+        measured = measured_contexts(positions[None], values[None], shift[None], atlas.doc_starts,
+                                     atlas.windowing.length)
+        index = seeded_draws(space, batch, samples, seed)  # (S, B) start numbers
+        rank, wrow, won = context_simulate(context_segments(positions[None], measured, space, skip_pos0), index)
+        starts = space.starts_at(index)
+    else:
+        starts, rank, wrow = simulate(positions, space, batch, samples, seed)
+        won = values[np.maximum(rank, 0)]
     hit = rank >= 0
     pos = np.where(hit, positions[np.maximum(rank, 0)], -1)
     cols = np.where(hit, pos - starts[np.arange(samples), wrow], 0)
     toks = np.where(hit, np.asarray(atlas.tokens)[np.maximum(pos, 0)], -1).astype(np.int64)
-    vals = np.where(hit, values[np.maximum(rank, 0)], np.nan).astype(np.float32)
-    # the window position where the atlas pass computed the winning value (sinks live at 0)
-    window_pos = np.where(hit, pos % atlas.manifest.seq, -1)
+    vals = np.where(hit, won, np.nan).astype(np.float32)
+    if atlas.manifest.reference.contexts == 2:  # the drawn window's position, as an exact run counts it
+        window_pos = np.where(hit, cols, -1)
+    else:  # the window position where the atlas pass computed the winning value (sinks live at 0)
+        window_pos = np.where(hit, pos - atlas.window_bounds(pos)[0], -1)
     tally = tally_winners(toks, window_pos, vals)
     return SimulatedBatches(starts, wrow, cols, tally, toks, vals, window_pos)
 
 
 def stats(atlas: Atlas, row: int) -> dict:
+    """The unit's moments, its eta squared (the share of its variance that the token's identity
+    explains: tracked types and the rest as one group; None in atlases made before per-type moments)
+    and its histogram."""
     s = atlas[F.STATS][row]
     hist = atlas[F.HIST][row]
     bounds = atlas[F.HIST_BOUNDS]
     nz = np.nonzero(hist)[0]
     lo, hi = (int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 0)
+    eta2 = json_float(atlas[F.TYPE_STATS][row]["eta2"]) if F.TYPE_STATS in atlas.manifest.files else None
     return {k: json_float(s[k]) if k != "count" else int(s[k]) for k in s.dtype.names} | {
+        "eta2": eta2,
         "hist": {"counts": [int(c) for c in hist[lo:hi]], "bounds": [[float(a), float(b)] for a, b in bounds[lo:hi]],
                  "stride": atlas.manifest.hist_stride}}
 

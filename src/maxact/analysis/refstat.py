@@ -1,8 +1,12 @@
-"""The reference statistic from a unit's top-K, exactly in distribution (docs/METHOD.md).
+"""The reference statistic from a unit's top-K (docs/METHOD.md): exact given each position's one
+measured activation (the atlas pass's, in its own window); activations depend on context, which this
+ignores (analysis/context_shares.py values each candidate at two measured contexts instead).
 
-A batch of ``batch`` windows of ``seq`` tokens, starts uniform on [0, n_starts) with n_starts =
-n_tokens - seq, is won by the highest-ranked top-K position that some window covers. Position p is
-covered by the starts [max(0, p - seq + 1), min(p, n_starts - 1)]. If C_k starts cover at least one
+A batch of ``batch`` windows, starts uniform over the ``StartSpace`` of the geometry (in a single
+text [0, n_tokens - seq); with documents, the starts whose window fits inside one document,
+numbered in corpus order), is won by the highest-ranked top-K position that some window covers.
+Position p is covered by an interval of start numbers (in a single text [max(0, p - seq + 1),
+min(p, n_starts - 1)]), and these intervals move forward with p. If C_k starts cover at least one
 of the first k positions, no window of a batch covers any of them with probability
 (1 - C_k / n_starts) ** batch, so
 
@@ -19,7 +23,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from maxact.windows import draw_starts
+from maxact.windows import StartSpace
 
 
 def merge_ranked(v1, p1, v2, p2, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,18 +53,15 @@ def _lexsort_rows(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
     return np.take_along_axis(o2, o1, 1)
 
 
-def start_intervals(positions: np.ndarray, n_tokens: int, seq: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each position (-1 = none), the first and last start whose window covers it (a > b: none)."""
-    n_starts = n_tokens - seq
-    a = np.maximum(positions - seq + 1, 0)
-    b = np.minimum(positions, n_starts - 1)
-    none = positions < 0
-    return np.where(none, 1, a), np.where(none, 0, b)
+def start_intervals(positions: np.ndarray, space: StartSpace) -> tuple[np.ndarray, np.ndarray]:
+    """For each position (-1 = none), the numbers of the first and last start whose window covers it
+    (a > b: none)."""
+    return space.covering(positions)
 
 
-def covered_counts(positions: np.ndarray, n_tokens: int, seq: int) -> np.ndarray:
+def covered_counts(positions: np.ndarray, space: StartSpace) -> np.ndarray:
     """(U, K) int64: C_k, the number of starts covering at least one of the first k+1 positions."""
-    a, b = start_intervals(positions, n_tokens, seq)  # (U, K)
+    a, b = start_intervals(positions, space)  # (U, K)
     U, K = positions.shape
     new = np.zeros((U, K), dtype=np.int64)
     for k in range(K):
@@ -77,12 +78,12 @@ def covered_counts(positions: np.ndarray, n_tokens: int, seq: int) -> np.ndarray
     return np.cumsum(new, axis=1)
 
 
-def win_probabilities(positions: np.ndarray, n_tokens: int, seq: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+def win_probabilities(positions: np.ndarray, space: StartSpace, batch: int) -> tuple[np.ndarray, np.ndarray]:
     """(U, K) P(winner = rank k) and (U,) P(no top-K position covered) for batches of ``batch``."""
-    n_starts = n_tokens - seq
+    n_starts = space.n_starts
     if n_starts < 1:
-        raise ValueError(f"corpus of {n_tokens} tokens is too short for windows of {seq}")
-    C = covered_counts(positions, n_tokens, seq).astype(np.float64)
+        raise ValueError(f"corpus of {space.n_tokens} tokens is too short for windows of {space.length}")
+    C = covered_counts(positions, space).astype(np.float64)
     survive = (1.0 - C / n_starts) ** batch  # P(none of the first k+1 covered)
     before = np.concatenate([np.ones((C.shape[0], 1)), survive[:, :-1]], axis=1)
     return before - survive, survive[:, -1]
@@ -101,29 +102,29 @@ def token_shares(probs: np.ndarray, token_ids: np.ndarray) -> list[tuple[np.ndar
 
 
 @lru_cache(maxsize=8)
-def seeded_starts(n_tokens: int, seq: int, batch: int, samples: int, seed: int) -> np.ndarray:
-    """(samples, batch) read-only starts, drawn as an exact run with this seed and geometry draws
-    them. They depend on the geometry and the seed, not on the unit: drawn once, shared."""
+def seeded_draws(space: StartSpace, batch: int, samples: int, seed: int) -> np.ndarray:
+    """(samples, batch) read-only start numbers, drawn as an exact run with this seed and geometry
+    draws them. They depend on the geometry and the seed, not on the unit: drawn once, shared."""
     rng = np.random.default_rng(seed)
-    starts = np.stack([draw_starts(rng, n_tokens, seq, batch) for _ in range(samples)])
-    starts.flags.writeable = False
-    return starts
+    index = np.stack([space.draw_index(rng, batch) for _ in range(samples)])
+    index.flags.writeable = False
+    return index
 
 
 def simulate(
     positions: np.ndarray,  # (K,) ranked top positions of one unit (-1 = empty)
-    n_tokens: int, seq: int, batch: int, samples: int, seed: int,
+    space: StartSpace, batch: int, samples: int, seed: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeded batches: (samples, batch) starts, (samples,) winning rank (-1: missed), (samples,) row
     of the first window holding it. The best rank a window covers is tabulated once per start."""
-    starts = seeded_starts(n_tokens, seq, batch, samples, seed)
+    index = seeded_draws(space, batch, samples, seed)  # (S, B) start numbers
     K = len(positions)
-    best_at = np.full(n_tokens - seq, K, dtype=np.int64)  # (n_starts,) best rank a window covers
+    a, b = space.covering(positions)  # (K,) the start numbers whose window covers each position
+    best_at = np.full(space.n_starts, K, dtype=np.int64)  # (n_starts,) best rank a window covers
     for k in range(K - 1, -1, -1):  # smaller ranks overwrite larger ones
-        p = int(positions[k])
-        if p >= 0:
-            best_at[max(p - seq + 1, 0) : p + 1] = k  # the starts whose window covers p
-    rank_per_window = best_at[starts]  # (S, B)
+        if positions[k] >= 0:
+            best_at[a[k] : b[k] + 1] = k
+    rank_per_window = best_at[index]  # (S, B)
     best = rank_per_window.min(1)
     row = rank_per_window.argmin(1)  # first window holding the best rank
-    return starts.copy(), np.where(best < K, best, -1), row
+    return space.starts_at(index), np.where(best < K, best, -1), row

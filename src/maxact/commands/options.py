@@ -13,9 +13,10 @@ from pathlib import Path
 
 import click
 
-from maxact.errors import MaxactError
+from maxact.errors import MaxactError, choices_text
 from maxact.fsio import check_writable_file
 from maxact.units import parse_unit, parse_unit_spec, site_kind
+from maxact.windows import DOC_TAILS
 
 # ASCII digits only: a full-width digit is refused, not read as its ASCII twin
 _INT_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
@@ -147,6 +148,17 @@ class Shard(_Checked):
         if not (n >= 1 and 0 <= i < n):
             raise MaxactError(f"{option} {text!r}: i must be in 0..N-1 and N >= 1")
         return i, n
+
+
+class DocTail(_Checked):
+    """What to do with a document's last window shorter than --seq: one of windows.DOC_TAILS."""
+
+    name = "|".join(DOC_TAILS)
+
+    def check(self, text: str, option: str) -> str:
+        if text not in DOC_TAILS:
+            raise MaxactError(f"{option} {text!r} is not one of {choices_text(DOC_TAILS)}")
+        return text
 
 
 class UnitSpec(_Checked):

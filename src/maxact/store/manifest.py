@@ -74,6 +74,22 @@ class ReferenceGeometry:
     seq: int
     samples: int
     seed: int
+    docs_without_window: int = 0  # documents too short to hold one of its windows (never drawn)
+    # measured contexts per top-K candidate behind the shares: 1 (the atlas pass alone), or 2 (with
+    # the context pass: ref_shift_values.npy, top_shift_values.npy; docs/METHOD.md, "Context")
+    contexts: int = 1
+
+
+@dataclass(frozen=True)
+class DocumentLayout:
+    """How the atlas pass cut its documents into windows (docs/METHOD.md, "Documents"); their starts
+    are doc_starts.npy."""
+
+    n_docs: int
+    doc_tail: str  # a document's last, shorter window: "short" (fed as it is) or "drop"
+    bos: bool  # a BOS token fed before every window (never counted: not a corpus token)
+    bos_id: int | None  # that token's id; None without BOS
+    window_tokens: int  # corpus tokens per full window: seq, or seq - 1 with BOS
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,7 @@ class Manifest:
     merged_from: int | None = None
     files: dict[str, FileInfo] = field(default_factory=dict)
     bands: BandSampling | None = None  # None: an atlas made before activation bands
+    documents: DocumentLayout | None = None  # None: an atlas made before documents (one, no BOS)
     format: str = F.FORMAT_NAME
     schema_version: int = F.SCHEMA_VERSION
 
@@ -144,6 +161,8 @@ class Manifest:
              "k_ctx": self.k_ctx, "context": asdict(self.context), "hist_stride": self.hist_stride,
              "min_tuning_count": self.min_tuning_count, "reference": asdict(self.reference),
              "n_units": self.n_units, "sites": [asdict(s) for s in self.sites]}
+        if self.documents is not None:
+            d["documents"] = asdict(self.documents)
         if self.bands is not None:
             d["bands"] = asdict(self.bands)
         if self.windows is not None:
@@ -186,6 +205,8 @@ class Manifest:
                 sites=tuple(_from(SiteInfo, s, f"{what}: site") for s in sites),
                 windows=d.get("windows"), timing=d.get("timing"), merged_from=d.get("merged_from"),
                 bands=None if d.get("bands") is None else _from(BandSampling, d["bands"], f"{what}: bands"),
+                documents=(None if d.get("documents") is None
+                           else _from(DocumentLayout, d["documents"], f"{what}: documents")),
                 files={k: _from(FileInfo, v, f"{what}: file {k}") for k, v in files.items()},
             )
             manifest.check_rows(what)

@@ -16,6 +16,7 @@ from maxact.errors import MaxactError, choices_text
 from maxact.store import format as F
 from maxact.store.manifest import FileInfo, Manifest, SiteInfo
 from maxact.units import UnitId, parse_unit
+from maxact.windows import StartSpace, Windowing, window_bounds
 
 
 class Atlas:
@@ -35,6 +36,7 @@ class Atlas:
             raise MaxactError(f"{mpath} is corrupt ({e}); rebuild the atlas") from None
         self.manifest: Manifest = Manifest.from_json(parsed, str(mpath))
         self._arrays: dict[str, np.ndarray] = {}
+        self._spaces: dict[int, StartSpace] = {}  # start_space by window length
         for name in self.manifest.files:
             self._load(name)
         self.sites: tuple[SiteInfo, ...] = self.manifest.sites
@@ -84,6 +86,38 @@ class Atlas:
     @cached_property
     def tokens(self) -> np.ndarray:
         return self[F.TOKENS]
+
+    @cached_property
+    def doc_starts(self) -> np.ndarray:
+        """(n_docs,) int64 first token of each document: [0] for an atlas made before documents."""
+        if F.DOC_STARTS not in self.manifest.files:
+            return np.zeros(1, dtype=np.int64)
+        starts = np.asarray(self[F.DOC_STARTS])
+        if len(starts) == 0 or starts[0] != 0 or (np.diff(starts) <= 0).any() or starts[-1] >= len(self.tokens):
+            raise MaxactError(f"{self.path / F.DOC_STARTS} does not hold increasing document starts from 0 "
+                              f"inside the {len(self.tokens)} tokens: the atlas is corrupt; rebuild it")
+        return starts
+
+    @cached_property
+    def windowing(self) -> Windowing:
+        """How the atlas pass fed its windows (no BOS and short tails before documents existed)."""
+        d = self.manifest.documents
+        if d is None:
+            return Windowing(self.manifest.seq, None, "short")
+        return Windowing(self.manifest.seq, d.bos_id if d.bos else None, d.doc_tail)
+
+    def window_bounds(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(...) corpus positions -> (...) first and end (exclusive) position of the atlas-pass window
+        holding each (-1 for -1)."""
+        return window_bounds(positions, self.doc_starts, len(self.tokens), self.windowing.length)
+
+    def start_space(self, seq: int) -> StartSpace:
+        """The starts a reference window of ``seq`` tokens can take in this atlas's documents (its
+        BOS token among the seq when the atlas feeds one)."""
+        if seq not in self._spaces:
+            length = seq - (self.windowing.bos_id is not None)
+            self._spaces[seq] = StartSpace.of(self.doc_starts, len(self.tokens), length)
+        return self._spaces[seq]
 
     @cached_property
     def token_counts(self) -> np.ndarray:

@@ -16,10 +16,12 @@ import numpy as np
 
 from maxact.analysis.overview import overview, site_units
 from maxact.analysis.pages import find_units, unit_page
+from maxact.config import ASCENT, CONTEXT_EXAMPLES
 from maxact.errors import MaxactError
 from maxact.store import format as F
 from maxact.store.reader import Atlas
 from maxact.units import UnitId, parse_unit
+from maxact.web.jobs import Job, JobQueue, JobRefused
 from maxact.web.live import MAX_TOKENS, LiveModel, TooLong
 
 _UNIT_LIKE = re.compile(r"^(?:L[0-9]+\.)?[A-Za-z][A-Za-z0-9_-]*:[0-9]+$", re.ASCII)  # the grammar of unit ids
@@ -48,6 +50,7 @@ class Viewer:
             self.live_model = LiveModel(model or self.atlas.manifest.model.name)
         else:  # an already loaded model (tests)
             self.live_model = LiveModel(loaded=model)
+        self.jobs = JobQueue(self.live_model.with_model)
 
     def warm(self) -> None:
         """Compute what every request shares (derived arrays, the overview, the first page's
@@ -122,6 +125,20 @@ class Viewer:
         except MaxactError as e:  # a site kind the atlas lacks
             raise HTTPError(400, str(e)) from None
 
+    def concept(self, tokens: list[str], site: str | None = None, top: int = 50) -> dict:
+        """`/api/concept?token=...&token=...`: every unit against a category of tracked token types,
+        from the atlas alone (`maxact concept ATLAS --token ...`, plus the volcano's points)."""
+        from maxact.analysis.concept import concept_page
+
+        if not tokens or not all(tokens):
+            raise HTTPError(400, "give one or more tokens: /api/concept?token=%20not&token=%20never")
+        if not 1 <= top <= 1000:
+            raise HTTPError(400, f"top must be 1..1000, got {top}")
+        try:
+            return concept_page(self.atlas, tokens, (site,) if site else None, top)
+        except MaxactError as e:
+            raise HTTPError(400, str(e)) from None
+
     def site(self, name: str, page: int = 1, per_page: int = 50) -> dict:
         self.site_exists(name)
         try:
@@ -170,6 +187,102 @@ class Viewer:
             scale = max((abs(v) for v in out["values"]), default=1.0) or 1.0
         return {"unit": str(unit), **out, "scale": scale, "in_atlas": in_atlas,
                 "model": self.live_model.name, "max_tokens": MAX_TOKENS}
+
+    # ---- model jobs: the optimise and context panels -------------------------------------------
+    def _job_unit(self, body: dict) -> UnitId:
+        unit_text = body.get("unit")
+        if not isinstance(unit_text, str):
+            raise HTTPError(400, "give a unit id such as L2.resid_pre:345 in \"unit\"")
+        try:
+            return parse_unit(unit_text)
+        except MaxactError as e:
+            raise HTTPError(400, str(e)) from None
+
+    def _submit(self, kind: str, describe: dict, run) -> dict:
+        try:
+            job = self.jobs.submit(kind, describe, run)
+        except JobRefused as e:
+            raise HTTPError(429, str(e)) from None
+        return {"job": job.id, "url": f"/api/job/{job.id}", "state": job.state}
+
+    def start_ascend(self, body: dict) -> dict:
+        """POST /api/ascend {"unit", "method", "length", "steps", "seeds"}: `maxact ascend` as a job,
+        its data side from this atlas."""
+        from maxact.ascent.runs import METHODS
+
+        unit = self._job_unit(body)
+        limits = self.jobs.limits
+        method = body.get("method", ASCENT.method)
+        if method not in METHODS:
+            raise HTTPError(400, f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+        sizes = {}
+        for name, default, cap in (("length", ASCENT.length, limits.max_length), ("steps", ASCENT.steps, limits.max_steps),
+                                   ("seeds", ASCENT.seeds, limits.max_seeds)):
+            value = body.get(name, default)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= cap:
+                raise HTTPError(400, f"{name} must be a whole number from 1 to {cap}, got {value!r}")
+            sizes[name] = value
+        data = self._data_reference(unit)
+
+        def run(lm, should_stop, progress):
+            from maxact.ascent.runs import ascend
+
+            steps = {"n": 0}
+
+            def stop() -> bool:
+                steps["n"] += 1
+                progress.update(done=steps["n"], of=sizes["steps"] * sizes["seeds"])
+                return should_stop()
+
+            return ascend(lm, unit, method, sizes["length"], sizes["steps"], list(range(sizes["seeds"])), data,
+                          should_stop=stop).to_json()
+
+        return self._submit("ascend", {"unit": str(unit), "method": method, **sizes}, run)
+
+    def _data_reference(self, unit: UnitId):
+        from maxact.ascent.runs import DataReference
+
+        try:
+            row = self.atlas.row(unit)
+        except MaxactError:
+            return None
+        positions = [int(p) for p in np.asarray(self.atlas[F.TOP_POSITIONS][row]) if p >= 0]
+        tokens = self.atlas.tokens
+        top = list(dict.fromkeys(int(tokens[p]) for p in positions))[:10]
+        return DataReference(float(self.atlas[F.STATS][row]["max"]), top,
+                             f"this atlas: the maximum over every token of {self.atlas.manifest.corpus.name}, "
+                             "top tokens of its best examples")
+
+    def start_context(self, body: dict) -> dict:
+        """POST /api/context {"unit", "examples"}: `maxact context` as a job."""
+        unit = self._job_unit(body)
+        try:
+            self.atlas.row(unit)
+        except MaxactError as e:
+            raise HTTPError(404, str(e)) from None
+        cap = self.jobs.limits.max_examples
+        examples = body.get("examples", CONTEXT_EXAMPLES)
+        if not isinstance(examples, int) or isinstance(examples, bool) or not 1 <= examples <= cap:
+            raise HTTPError(400, f"examples must be a whole number from 1 to {cap}, got {examples!r}")
+
+        def run(lm, should_stop, progress):
+            from maxact.pipeline.context import context_curves
+
+            return context_curves(lm, self.atlas, unit, examples).to_json()
+
+        return self._submit("context", {"unit": str(unit), "examples": examples}, run)
+
+    def job(self, job_id: str) -> dict:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise HTTPError(404, f"no job {job_id!r} (finished jobs are forgotten after a while: start it again)")
+        return job.to_json()
+
+    def cancel_job(self, job_id: str) -> dict:
+        job: Job | None = self.jobs.cancel(job_id)
+        if job is None:
+            raise HTTPError(404, f"no job {job_id!r}")
+        return job.to_json()
 
     def colour_scale(self, unit: UnitId) -> tuple[float | None, bool]:
         """The unit's max |activation| away from window position 0 in the atlas (the scale the

@@ -44,6 +44,11 @@ class LiveModel:
                 raise MaxactError(f"model {self.name!r} has no tokenizer; live text needs one")
         return self._lm
 
+    def with_model(self, fn):
+        """fn(loaded model), run holding the model's lock (forward passes are serialised)."""
+        with self._lock:
+            return fn(self._get())
+
     def run(self, text: str, unit: UnitId) -> dict:
         """{"tokens", "token_ids", "values"} of ``unit`` on ``text``; MaxactError for a unit the
         model lacks, TooLong past the limits."""

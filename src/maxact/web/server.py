@@ -158,9 +158,13 @@ class ViewerHTTPServer(HTTPServer):
         self.connections.close()
 
 
+POST_PATHS = ("/api/live", "/api/ascend", "/api/context", "/api/job/<id>/cancel")
+
+
 def _allow(path: str) -> str:
     """The Allow header of a 405: the methods ``path`` takes."""
-    return "POST" if path == "/api/live" else "GET, HEAD"
+    posts = path in POST_PATHS[:3] or (path.startswith("/api/job/") and path.endswith("/cancel"))
+    return "POST" if posts else "GET, HEAD"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -340,7 +344,13 @@ class Handler(BaseHTTPRequestHandler):
         if method == "POST":
             if path == "/api/live":
                 return self._json(v.live(*self._live_body()))
-            raise HTTPError(405, f"{path} does not take POST; only /api/live does")
+            if path == "/api/ascend":
+                return self._json(v.start_ascend(self._json_object_body()), status=202)
+            if path == "/api/context":
+                return self._json(v.start_context(self._json_object_body()), status=202)
+            if path.startswith("/api/job/") and path.endswith("/cancel"):
+                return self._json(v.cancel_job(unquote(path[len("/api/job/"):-len("/cancel")])))
+            raise HTTPError(405, f"{path} does not take POST; only {', '.join(POST_PATHS)} do")
         if path == "/":
             return self._page("home", "Overview")
         if path.startswith("/static/"):
@@ -361,6 +371,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._page("site", name)
         if path == "/live":
             return self._page("live", "Live text")
+        if path == "/concept":
+            return self._page("concept", "Concepts")
         if path == "/api/overview":
             return self._cached(target, v.overview)
         if path.startswith("/api/unit/"):
@@ -371,10 +383,17 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/api/site/"):
             name, page, per_page = unquote(path[len("/api/site/"):]), _int(query, "page", 1), _int(query, "per_page", 50)
             return self._cached(target, lambda: v.site(name, page, per_page))
+        if path == "/api/concept":
+            tokens, site, top = query.get("token", []), _arg(query, "site") or None, _int(query, "top", 50)
+            return self._cached(target, lambda: v.concept(tokens, site, top))
         if path == "/api/search":
             return self._json(v.search(_arg(query, "q")))
         if path == "/api/live":
             raise HTTPError(405, "POST JSON {\"text\": ..., \"unit\": ...} to /api/live")
+        if path.startswith("/api/job/"):
+            return self._json(v.job(unquote(path[len("/api/job/"):])))
+        if path in ("/api/ascend", "/api/context"):
+            raise HTTPError(405, f"POST a JSON object {{\"unit\": ...}} to {path}")
         raise HTTPError(404, f"there is no page {path!r} here; start from the overview at /")
 
     def _body_length(self) -> int:
@@ -397,9 +416,19 @@ class Handler(BaseHTTPRequestHandler):
         return n
 
     def _live_body(self) -> tuple:
+        body = self._json_object_body()
+        text, unit = body.get("text"), body.get("unit")
+        for name, value in (("text", text), ("unit", unit)):
+            if isinstance(value, str) and not _is_unicode(value):
+                raise HTTPError(400, f"the {name} holds a lone surrogate (an escape such as \\ud800 that "
+                                     f"is half of a character): send valid Unicode")
+        return text, unit
+
+    def _json_object_body(self) -> dict:
+        """The POST body as a JSON object (415, 400, 411, 413 otherwise)."""
         ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
-            raise HTTPError(415, "send the live request as JSON (Content-Type: application/json)")
+            raise HTTPError(415, "send the request as JSON (Content-Type: application/json)")
         n = self._body_length()
         data = self.rfile.read(n)  # TimeoutError when the client sends less than it declared
         if len(data) < n:
@@ -411,16 +440,11 @@ class Handler(BaseHTTPRequestHandler):
         except RecursionError:
             raise HTTPError(400, "the request body is not valid JSON: it is nested too deeply") from None
         if not isinstance(body, dict):
-            raise HTTPError(400, "send a JSON object {\"text\": ..., \"unit\": ...}")
-        text, unit = body.get("text"), body.get("unit")
-        for name, value in (("text", text), ("unit", unit)):
-            if isinstance(value, str) and not _is_unicode(value):
-                raise HTTPError(400, f"the {name} holds a lone surrogate (an escape such as \\ud800 that "
-                                     f"is half of a character): send valid Unicode")
-        return text, unit
+            raise HTTPError(400, "send a JSON object such as {\"text\": ..., \"unit\": ...}")
+        return body
 
-    def _json(self, obj) -> Response:
-        return Response(200, json_bytes(obj), JSON_TYPE, {"Cache-Control": "no-store"})
+    def _json(self, obj, status: int = 200) -> Response:
+        return Response(status, json_bytes(obj), JSON_TYPE, {"Cache-Control": "no-store"})
 
     def _cached(self, target: str, render) -> Response:
         """The JSON answer of a GET, rendered once per request target (the atlas does not change)."""

@@ -1,7 +1,9 @@
-"""Llama family (SmolLM2, Llama 2/3, Mistral-style): model.layers[i].{self_attn, mlp}.
+"""Llama family (SmolLM2, Llama 2/3): model.layers[i].{self_attn, mlp}.
 
 Gated MLP: neuron = act(gate_proj(x)) * up_proj(x), read as the input of down_proj; mlp_pre is
 gate_proj(x). Grouped-query attention: attn_k / attn_v have n_kv_heads * head_dim columns.
+The families that share this module layout (Mistral, Qwen, Gemma, OLMo 2) subclass this adapter and
+change only what differs.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from maxact.models.adapters.base import Adapter, SiteHook
 
 class LlamaAdapter(Adapter):
     family = "llama"
-    model_types = ("llama", "mistral")
+    model_types = ("llama",)
     handled_or_ignored = frozenset(
         {
             "attention_bias", "attention_dropout", "head_dim", "hidden_act", "hidden_size",

@@ -23,6 +23,16 @@ const METRICS = {
     help: () => "Mean win share of each unit's top token in the reference statistic, over the units whose " +
       "wins are mostly away from window position 0. High: units that pick one token; low: scattered winners.",
   },
+  eta2: {
+    label: "token identity (eta²)",
+    value: (c) => c.mean_eta2 ?? null,
+    format: (v) => num(v, 3),
+    text: null,
+    min: 0.01,
+    help: () => "Mean over a site's units of eta squared: the share of a unit's activation variance that the " +
+      "token's identity explains (the tracked token types, the rest as one group; every window position). " +
+      "Near 1: token detectors; near 0: units that depend on context. Grey: an atlas made before per-type moments.",
+  },
 };
 
 export async function renderHome(app) {

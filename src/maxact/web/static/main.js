@@ -5,8 +5,10 @@ import {renderUnit} from "./unit.js";
 import {renderFind} from "./find.js";
 import {renderSite} from "./site.js";
 import {renderLive} from "./live.js";
+import {renderConcept} from "./concept.js";
 
-const PAGES = {home: renderHome, unit: renderUnit, find: renderFind, site: renderSite, live: renderLive};
+const PAGES = {home: renderHome, unit: renderUnit, find: renderFind, site: renderSite, live: renderLive,
+  concept: renderConcept};
 
 async function start() {
   const app = document.getElementById("app");

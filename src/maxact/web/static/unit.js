@@ -2,6 +2,7 @@
 import {h, api, clear, num, pct, int, tok, unitLink, section, shadedTokens, legend, unitScale,
   findLink} from "./dom.js";
 import {tallyChart, histogram, smallBar} from "./charts.js";
+import {optimisePanel, contextPanel} from "./jobs.js";
 
 const TALLY_ROWS = 15;
 
@@ -32,6 +33,8 @@ export async function renderUnit(app) {
   app.appendChild(h("div", {class: "grid2"},
     section("At window position 0", pos0Block(p, scale)),
     section("Neighbours", neighboursBlock(p))));
+  app.appendChild(section("Context needed", contextPanel(p.unit)));
+  app.appendChild(section("Optimise", optimisePanel(p.unit)));
 }
 
 function header(p) {
@@ -64,7 +67,9 @@ function tallyBlock(p) {
       h("li", {}, `distinct winners: ${ref.distinct}`),
       h("li", {class: ref.pos0_share > 0.5 ? "bad" : ""}, `wins at window position 0: ${pct(ref.pos0_share)}`),
       h("li", {}, "position 0 excluded: ", tok(x.top_token_text), ` wins ${pct(x.top_share)}`),
-      h("li", {}, `P(no top-K position in a batch) = ${num(ref.miss_prob, 2)}`)),
+      h("li", {}, `P(no top-K position in a batch) = ${num(ref.miss_prob, 2)}`),
+      h("li", {}, g.contexts === 2 ? "each candidate valued at the context a window gives it (two measured contexts, --context-pass)"
+                                   : "each candidate valued at its one measured context (its atlas window)")),
   ];
 }
 
@@ -72,7 +77,9 @@ function statsBlock(p, scale) {
   const st = p.stats;
   const cells = [["count", int(st.count)], ["mean", num(st.mean)], ["std", num(st.std)],
     ["skew", num(st.skew, 3)], ["kurtosis", num(st.kurtosis, 3)], ["> 0", pct(st.frac_pos)],
-    ["min", num(st.min)], ["max", num(st.max)], ["colour scale", "±" + num(scale)]];
+    ["min", num(st.min)], ["max", num(st.max)],
+    ["eta² (token identity)", num(st.eta2, 3)],
+    ["colour scale", "±" + num(scale)]];
   return [
     h("dl", {class: "stat-grid"}, cells.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v)))),
     histogram(st.hist, scale),

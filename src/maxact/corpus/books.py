@@ -1,28 +1,23 @@
-"""Token sources: text found, read, validated and tokenised into what the engine reads.
+"""Named books and single text files: found (by name in $MAXACT_DATA, the cache or online, or by
+path), read, validated and, for a Project Gutenberg book, stripped of its header on request.
 
-A corpus is either a *named* corpus (a Project Gutenberg book that the tool knows how to find or
-fetch) or a path to any UTF-8 text file. The text is used raw, as the reference experiment used it:
-header included, no cleaning (see METHOD.md, step 1), unless the caller asks the book source to
-strip the Project Gutenberg header. Tokenising runs the tokenizer once over the whole text with no
-special tokens; ``load_source`` returns the result as a ``TokenSource`` (int32 tokens, document
-starts, where they came from), memoised per tokenizer and source.
+The text is used raw, as the reference experiment used it: header included, no cleaning (see
+METHOD.md, step 1). A text file is one document, tokenised whole in one call (``load.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from maxact.corpus.documents import SUPPORTED_TEXT, table_format
 from maxact.errors import MaxactError, choices_text
+from maxact.fsio import write_bytes_atomic
 from maxact.paths import cache_dir
 
 
@@ -81,52 +76,12 @@ class Corpus:
     stripped: bool = False
 
 
-@dataclass(frozen=True)
-class CorpusInfo:
-    """Where a token stream came from (the manifest's ``corpus``); n_tokens once it is known."""
-
-    name: str
-    path: str
-    sha256: str  # of the source's raw bytes
-    stripped: bool = False  # the Project Gutenberg header was stripped (book sources only)
-    n_tokens: int = 0
-
-
-@dataclass(frozen=True)
-class TokenSource:
-    """What the engine reads instead of text: the token stream, its document boundaries and where it
-    came from. A single book is one document."""
-
-    tokens: np.ndarray = field(repr=False)  # (n_tokens,) int32
-    doc_starts: np.ndarray = field(repr=False)  # (n_docs,) int64, first token of each document
-    info: CorpusInfo
-
-    def __post_init__(self):
-        if self.tokens.dtype != np.int32 or self.tokens.ndim != 1:
-            raise TypeError(f"TokenSource.tokens must be a flat int32 array, got {self.tokens.dtype} {self.tokens.shape}")
-
-    @property
-    def name(self) -> str:
-        return self.info.name
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def head(self, n: int | None) -> TokenSource:
-        """The first n tokens (all when n is None), documents cut at n."""
-        if n is None or n >= len(self.tokens):
-            return self
-        tokens = self.tokens[:n]
-        starts = self.doc_starts[self.doc_starts < n]
-        return TokenSource(tokens, starts, replace(self.info, n_tokens=int(n)))
-
-
 def _not_a_corpus(value: str) -> MaxactError:
     names = choices_text(NAMED_CORPORA)
     if os.sep in value or "/" in value or Path(value).suffix:  # meant as a path
         return MaxactError(
             f"corpus file {value} does not exist; pass an existing UTF-8 text file or a named "
-            f"corpus ({names})"
+            f"corpus ({names}); a corpus is {SUPPORTED_TEXT}"
         )
     return MaxactError(
         f"unknown corpus {value!r}: not a named corpus ({names}) and no such file; pass one of "
@@ -162,7 +117,7 @@ def resolve_corpus_path(name_or_path: str | os.PathLike[str]) -> Path:
 
 
 def _download(name: str, named: NamedCorpus, dest: Path) -> None:
-    """Fetch `named.url` into `dest` atomically (temp file in the same folder, then os.replace)."""
+    """Fetch `named.url` into `dest` atomically (maxact.fsio: temp file beside it, then renamed)."""
     hint = (
         f"set MAXACT_DATA to a folder holding {named.file}, or pass the path of a local UTF-8 "
         "text file instead of a name"
@@ -179,14 +134,7 @@ def _download(name: str, named: NamedCorpus, dest: Path) -> None:
         raise MaxactError(f"downloading corpus {name!r} from {named.url} gave no data; {hint}")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes_atomic(dest, data)
     except OSError as exc:
         raise MaxactError(
             f"could not save corpus {name!r} to {dest}: {exc}; set MAXACT_CACHE to a writable "
@@ -201,7 +149,8 @@ def _read_text(path: Path) -> tuple[str, str]:
     changed (line endings and the Gutenberg header stay).
     """
     if path.is_dir():
-        raise MaxactError(f"corpus {path} is a directory; pass a UTF-8 text file or a corpus name")
+        raise MaxactError(f"corpus {path} is a directory; load_corpus reads one UTF-8 text file or a named "
+                          "corpus: read a folder of documents with load_source (or --corpus)")
     try:
         data = path.read_bytes()
     except FileNotFoundError as exc:
@@ -228,6 +177,14 @@ def _read_text(path: Path) -> tuple[str, str]:
     return text, hashlib.sha256(data).hexdigest()
 
 
+def corpus_value(name_or_path) -> str:
+    """A corpus argument as a string, refused in one line when it is neither a name nor a path."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise MaxactError(f"a corpus is a name ({choices_text(NAMED_CORPORA)}) or the path of a UTF-8 text "
+                          f"file, a folder or a table of documents, got {type(name_or_path).__name__}")
+    return os.fspath(name_or_path)
+
+
 def load_corpus(name_or_path: str | os.PathLike[str], strip_gutenberg: bool = False) -> Corpus:
     """Resolve, read and validate a corpus.
 
@@ -235,11 +192,11 @@ def load_corpus(name_or_path: str | os.PathLike[str], strip_gutenberg: bool = Fa
     dropped, and nothing else is cleaned. With `strip_gutenberg`, only the part between the
     Project Gutenberg START and END markers is kept (see `strip_gutenberg_text`).
     """
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        raise MaxactError(f"a corpus is a name ({choices_text(NAMED_CORPORA)}) or the path of a UTF-8 text "
-                          f"file, got {type(name_or_path).__name__}")
-    value = os.fspath(name_or_path)
+    value = corpus_value(name_or_path)
     path = resolve_corpus_path(value).resolve()
+    if path.is_file() and table_format(path) is not None:
+        raise MaxactError(f"corpus {path} is a {table_format(path)} table of documents; load_corpus reads one UTF-8 "
+                          "text file: read it with load_source (or --corpus)")
     text, digest = _read_text(path)
     if strip_gutenberg:
         text = strip_gutenberg_text(text, source=str(path))
@@ -269,66 +226,3 @@ def strip_gutenberg_text(text: str, *, source: str = "the text") -> str:
     if end is not None:
         body = body[: end.start()]
     return body.strip("\r\n")
-
-
-def tokenize(text: str, tokenizer) -> np.ndarray:
-    """Tokenise the whole text in one call, with no special tokens (no BOS).
-
-    Exactly `tokenizer(text, add_special_tokens=False)["input_ids"]`, which for GPT-2 / GPT-Neo is
-    what the original `tokenizer.encode(text)` gave. The "sequence length is longer than the
-    specified maximum" warning is silenced: the text is cut into windows later.
-    Returns int32 ids, shape (n_tokens,).
-    """
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    arr = np.asarray(ids, dtype=np.int64)  # (n_tokens,) int64, before the range check
-    if arr.ndim != 1:
-        raise MaxactError(f"tokenizer returned ids of shape {arr.shape}; expected one flat list")
-    if arr.size and (arr.min() < 0 or arr.max() >= 2**31):
-        raise MaxactError(
-            f"tokenizer returned ids outside [0, 2**31) (min {arr.min()}, max {arr.max()}); "
-            "maxact stores token ids as int32"
-        )
-    return arr.astype(np.int32)  # (n_tokens,) int32
-
-
-def load_source(name_or_path: str | os.PathLike[str], tokenizer, strip_gutenberg: bool = False,
-                max_tokens: int | None = None) -> TokenSource:
-    """The token source of a named corpus or a text file: ``load_corpus`` then ``tokenize_corpus``.
-    strip_gutenberg: keep only the book between its Project Gutenberg markers; max_tokens: only the
-    first N tokens (all when None)."""
-    return tokenize_corpus(load_corpus(name_or_path, strip_gutenberg=strip_gutenberg), tokenizer, max_tokens)
-
-
-def tokenize_corpus(corpus: Corpus, tokenizer, max_tokens: int | None = None) -> TokenSource:
-    """A loaded corpus as a token source (one document), tokenised once per tokenizer and source."""
-    if max_tokens is not None and max_tokens < 1:
-        raise MaxactError(f"max_tokens must be at least 1, got {max_tokens}")
-    key = (tokenizer_key(tokenizer), corpus.sha256, corpus.stripped)
-    tokens = _TOKEN_CACHE.pop(key, None)
-    if tokens is None:
-        tokens = tokenize(corpus.text, tokenizer)  # (n_tokens,) int32
-    _TOKEN_CACHE[key] = tokens  # most recently used last
-    while len(_TOKEN_CACHE) > TOKEN_CACHE_SIZE:
-        del _TOKEN_CACHE[next(iter(_TOKEN_CACHE))]
-    info = CorpusInfo(name=corpus.name, path=corpus.path, sha256=corpus.sha256, stripped=corpus.stripped,
-                      n_tokens=len(tokens))
-    return TokenSource(tokens, np.zeros(1, dtype=np.int64), info).head(max_tokens)
-
-
-def tokenizer_key(tokenizer) -> tuple[str, int, str]:
-    """What identifies a tokenizer's output: its name or path, vocabulary size and a hash of the
-    vocabulary (token -> id, added tokens included). Unlike ``id()``, never reused by another one."""
-    vocab = tokenizer.get_vocab()
-    digest = hashlib.sha256(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()).hexdigest()
-    return str(getattr(tokenizer, "name_or_path", "")), len(vocab), digest
-
-
-TOKEN_CACHE_SIZE = 4  # token streams kept per process (a book is ~100 k tokens, 400 kB)
-_TOKEN_CACHE: dict[tuple, np.ndarray] = {}
