@@ -51,7 +51,7 @@ def rss_child(tokens: int, device: str, threads: int, model: str, corpus: str) -
         f"source = load_source({corpus!r}, lm.tokenizer, max_tokens={tokens})\n"
         "labels = labels_for(lm, source.tokens)\n"
         f"run_concept_pass(lm, source, AtlasConfig(device='{device}'), PassRequest(labels, False), progress=False)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')) / 1024)\n"  # not ru_maxrss: it carries the parent's size over fork and exec
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])

@@ -15,6 +15,12 @@ On the embedded model (smollm2-135m, Through the Looking-Glass) it
      exact wins at window position 0, and reports how often the top token agrees there (the
      requirement: >= 90%) and over all units, per site, with the mean |share difference|.
 
+Also per unit: the total variation distance between the exact tally's shares and the atlas's
+expected shares (`tv`, the expected miss mass counted as disagreement), printed for `--watch`
+units and averaged over all units (`mean_tv`). `--context-pass` builds the atlas with
+`maxact atlas --context-pass`; `--exact-cache FILE` keeps the exact result so that a second run
+(with and without the option) compares against the same exact batches (docs/METHOD.md, "Context").
+
 Prints a table, then one JSON line. Exit status 1 if the agreement on the selection is below 0.9
 (or nothing was selected). See docs/FAST_VS_EXACT.md for a measured run and what it means.
 

@@ -46,7 +46,7 @@ class AscentDefaults:
     tau_start: float = 1.0  # relax / gumbel: softmax temperature, annealed geometrically ...
     tau_end: float = 0.1  # ... to this
     top_k: int = 64  # gcg: swaps considered per position (largest gradient)
-    candidates: int = 64  # gcg: swaps evaluated exactly per step
+    candidates: int = 32  # gcg: swaps evaluated exactly per step (200 steps of 8 tokens at layer 6: < 30 s on 2 cores)
 
 
 ASCENT = AscentDefaults()

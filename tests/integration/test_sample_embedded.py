@@ -1,6 +1,6 @@
 """`maxact sample` on the embedded SmolLM2-135M, checked against plain transformers.
 
-The CLI runs in a subprocess (its peak memory is measured with wait4); every batch it records in
+The CLI runs in a subprocess (its peak memory is its VmHWM, polled); every batch it records in
 --json is then recomputed here from the raw corpus file with the tokenizer and
 ``model(X, output_hidden_states=True)``, or a plain hook on ``mlp.down_proj``, none of maxact's
 capture code.
@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +37,28 @@ def run_cli(args, tmp_path: Path, name: str, corpora: Path):
     env = {**os.environ, "MAXACT_DATA": str(corpora), "HF_HUB_OFFLINE": "1"}
     with open(out, "wb") as fo, open(err, "wb") as fe:
         proc = subprocess.Popen([MAXACT, *args], stdout=fo, stderr=fe, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)  # rusage of this child alone (ru_maxrss: KiB)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, out.read_text(), err.read_text(), usage.ru_maxrss
+        peak = 0
+        while proc.poll() is None:  # VmHWM: the child's own high-water mark, never the test's
+            peak = max(peak, _vm_hwm_kib(proc.pid))
+            time.sleep(0.02)
+    return proc.returncode, out.read_text(), err.read_text(), peak
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    """Peak RSS so far (KiB) of a running process, from /proc/PID/status.
+
+    Not wait4's ru_maxrss: Linux carries the parent's RSS at fork over exec into the child's
+    ru_maxrss, so a child of a large test process would report the test's own size. VmHWM belongs
+    to the address space the child built after exec. It only grows, so polling loses at most the
+    growth of the child's last 20 ms."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):  # exited between poll() and open()
+        pass
+    return 0
 
 
 @pytest.fixture(scope="module")

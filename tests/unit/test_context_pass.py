@@ -25,18 +25,24 @@ from maxact.windows import StartSpace, Windowing
 
 
 def value_at(c: int, m: MeasuredContexts, u: int, k: int, skip_c0: bool) -> float:
-    """The documented rule, read literally: the largest measured context <= c (a context-0 value
-    stands only for c = 0), else the smallest measured context above 0, else context 0."""
+    """The documented rule, read literally: the largest measured context <= c, else the smaller one."""
     if skip_c0 and c == 0:
         return -np.inf
     measured = [(int(m.first_context[u, k]), float(m.first_value[u, k]))]
     if m.shift_context[u, k] >= 0:
         measured.append((int(m.shift_context[u, k]), float(m.shift_value[u, k])))
-    usable = [(o, v) for o, v in measured if o == c or (0 < o <= c)]
-    if usable:
-        return max(usable)[1]
-    above = [(o, v) for o, v in measured if o > 0]
-    return min(above)[1] if above else measured[0][1]
+    usable = [(o, v) for o, v in measured if o <= c]
+    return max(usable)[1] if usable else min(measured)[1]
+
+
+def test_a_value_at_window_position_0_is_not_a_second_context():
+    doc_starts = np.zeros(1, dtype=np.int64)
+    positions = np.array([[16, 24, 40, 3]])  # windows of 16: first contexts 0, 8, 8, 3; shifted: 8, 0, 0, none
+    m = measured_contexts(positions, np.ones((1, 4)), np.full((1, 4), 2.0), doc_starts, 16)
+    assert m.first_context.tolist() == [[0, 8, 8, 3]]
+    assert m.shift_context.tolist() == [[-1, -1, -1, -1]]  # a sink value (either partition) is no context
+    m = measured_contexts(np.array([[20]]), np.ones((1, 1)), np.full((1, 1), 2.0), doc_starts, 16)
+    assert (m.first_context.tolist(), m.shift_context.tolist(), m.shift_value.tolist()) == ([[4]], [[12]], [[2.0]])
 
 
 def brute_force(positions, m: MeasuredContexts, space: StartSpace, batch: int, skip_c0: bool):
@@ -103,7 +109,7 @@ def test_simulation_values_each_window_by_its_context():
     index = rng.integers(0, space.n_starts, size=(50, 3))
     for u in range(positions.shape[0]):
         seg = context_segments(positions[u : u + 1], MeasuredContexts(*(x[u : u + 1] for x in m)), space)
-        cand, row, value = context_simulate(seg, index)
+        cand, row, value = context_simulate(seg, index, space.n_starts)
         starts = space.starts_at(index)
         for s_i in range(len(index)):
             per_window = []
@@ -180,11 +186,12 @@ def test_context_pass_atlas_is_the_same_from_shards_and_from_a_resumed_run(tmp_p
         np.testing.assert_array_equal(arr, want[name], err_msg=name)
 
     # a run stopped after its first batch and resumed from the checkpoint
+    from atlas_helpers import synthetic_source
+
     from maxact.config import AtlasConfig
     from maxact.engine.runner import AtlasRun
     from maxact.pipeline import build_atlas
     from maxact.pipeline.outdir import save_state
-    from atlas_helpers import synthetic_source
 
     lm = tiny_loaded("llama")
     cfg = AtlasConfig(model="tiny-llama", corpus="synthetic", seq=32, sites=common["sites"], layers=(1,), k=8,
@@ -209,3 +216,35 @@ def test_merge_refuses_partials_with_and_without_the_context_pass(tmp_path):
     build_tiny_atlas(tmp_path / "s1", shard=(1, 2), context_pass=False, **common)
     with pytest.raises(MaxactError, match="context-pass"):
         merge_tiny_partials([tmp_path / "s0", tmp_path / "s1"], tmp_path / "m", n_tokens=300)
+
+
+@pytest.mark.parametrize("skip_pos0", [False, True])
+def test_sample_from_a_context_atlas_values_each_window_by_its_context(tmp_path, skip_pos0):
+    from maxact.analysis.pages import simulate_unit
+
+    _, tokens, atlas, cfg = build_tiny_atlas(tmp_path / "a", n_tokens=400, seq=32, sites=("resid_post",),
+                                             layers=(1,), context_pass=True)
+    space = atlas.start_space(cfg.seq)
+    for row in (0, 5):
+        part = (F.TOP_POSITIONS, F.TOP_VALUES, F.TOP_SHIFT_VALUES) if skip_pos0 else (
+            F.REF_POSITIONS, None, F.REF_SHIFT_VALUES)
+        positions = np.asarray(atlas[part[0]][row])[None]
+        if skip_pos0:
+            first = np.asarray(atlas[part[1]][row])[None]
+        else:  # the merged list's values, from the two lists it merges
+            both = dict(zip(np.concatenate([atlas[F.TOP_POSITIONS][row], atlas[F.TOP0_POSITIONS][row]]).tolist(),
+                            np.concatenate([atlas[F.TOP_VALUES][row], atlas[F.TOP0_VALUES][row]]).tolist()))
+            first = np.array([[both.get(int(p), np.nan) for p in positions[0]]])
+        m = measured_contexts(positions, first, np.asarray(atlas[part[2]][row])[None], atlas.doc_starts, 32)
+        assert (m.shift_context >= 0).any()
+        sim = simulate_unit(atlas, row, 4, 32, 30, 7, skip_pos0)
+        for s_i, starts in enumerate(sim.starts):
+            hits = [(value_at(int(p - s), m, 0, k, skip_pos0), -k)
+                    for s in starts for k, p in enumerate(positions[0]) if p >= 0 and s <= p < s + space.length]
+            hits = [h for h in hits if h[0] > -np.inf]
+            if not hits:
+                assert sim.token_ids[s_i] == -1
+                continue
+            v, neg_k = max(hits)
+            assert sim.values[s_i] == np.float32(v)
+            assert sim.token_ids[s_i] == tokens[positions[0, -neg_k]]

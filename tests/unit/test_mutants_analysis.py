@@ -41,7 +41,7 @@ CRAFTED = [
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("mutants_analysis")
-    _, tokens, atlas, _ = build_tiny_atlas(root / "atlas", "llama", n_tokens=300, seed=2,
+    _, tokens, atlas, _ = build_tiny_atlas(root / "atlas", "llama", n_tokens=300, seed=2, k=12,
                                            sites=("resid_pre", "mlp_post"), layers=(0, 1))
     return root, tokens, atlas
 
@@ -58,6 +58,12 @@ def crafted(built):
     for row, (share, pos0, z) in enumerate(CRAFTED):
         ref[row]["top_share"], ref[row]["pos0_share"], ref[row]["top_token_z"] = share, pos0, z
     np.save(out / F.REF, ref)
+    # unit 0's reference list: the corpus's last position alone, winning every batch
+    positions, probs = np.load(out / F.REF_POSITIONS), np.load(out / F.REF_PROBS)
+    positions[0], probs[0] = -1, 0.0
+    positions[0, 0], probs[0, 0] = len(tokens) - 1, 1.0
+    np.save(out / F.REF_POSITIONS, positions)
+    np.save(out / F.REF_PROBS, probs)
     return Atlas(out)
 
 
@@ -128,3 +134,120 @@ def test_parquet_tables_have_the_documented_columns_and_types(built, tmp_path):
     toks = pq.read_table(out / "tokens.parquet")
     assert toks.column_names == ["position", "token_id", "token"]
     assert toks.column("token_id").to_pylist() == tokens.tolist()
+
+
+# ---- a unit's page, read back against the atlas's own files -------------------------------------------
+def test_page_examples_carry_their_stored_contexts(built):
+    """docs/STORE.md: the first K_ctx examples of top and bottom keep the unit's activation on the 24
+    tokens before and the 7 after, NaN outside the example's window; the page shows the part inside
+    the window with the token ids of the stream."""
+    from maxact.analysis.pages import unit_page
+
+    _, tokens, atlas = built
+    seq = atlas.manifest.seq
+    for row in (0, atlas.n_units - 1):
+        page = unit_page(atlas, str(atlas.unit_at(row)))
+        for part in ("top", "bottom"):
+            positions = np.load(atlas.path / f"{part}_positions.npy")[row]
+            stored = np.load(atlas.path / f"{part}_context.npy")[row].astype(np.float32)  # (K_ctx, 32)
+            items = page[part]
+            assert [it["position"] for it in items] == [int(p) for p in positions if p >= 0]
+        for part, stem in (("top_pos0", "top0"), ("bottom_pos0", "bottom0")):  # the first 8 of K = 12
+            positions = np.load(atlas.path / f"{stem}_positions.npy")[row]
+            assert (positions >= 0).sum() > 8
+            assert [it["position"] for it in page[part]] == positions[:8].tolist()
+            for rank, it in enumerate(items):
+                if rank >= stored.shape[0]:
+                    assert "context" not in it
+                    continue
+                p = it["position"]
+                w0 = p - p % seq
+                lo, hi = max(w0, p - 24), min(w0 + seq, p + 8, len(tokens))
+                c = it["context"]
+                assert (c["start"], c["focus"]) == (lo, p - lo)
+                assert c["token_ids"] == tokens[lo:hi].tolist()
+                assert c["values"] == stored[rank][lo - (p - 24): hi - (p - 24)].tolist()
+
+
+def test_the_last_position_of_the_corpus_is_tallied_by_its_own_token(built, crafted):
+    from maxact.analysis.pages import reference_tally
+
+    _, tokens, _ = built
+    assert tokens[-1] != tokens[-2]
+    tally = reference_tally(crafted, 0)["tally"]
+    assert tally[0]["token_id"] == int(tokens[-1]) and tally[0]["expected_share"] == 1.0
+    assert tally[0]["occurrences"] == int((tokens == tokens[-1]).sum())
+
+
+def test_page_stats_count_is_an_integer(built):
+    """The token count is a JSON integer (630, not 630.0) and equals the corpus length."""
+    from maxact.analysis.pages import stats
+
+    _, tokens, atlas = built
+    count = stats(atlas, 0)["count"]
+    assert type(count) is int and count == len(tokens)
+
+
+def test_page_tuning_lists_and_the_other_row(built):
+    """Lowest: the tracked types seen at least min_tuning_count times, by increasing mean; other: the
+    last row of tuning_counts / tuning_means (every untracked token)."""
+    from maxact.analysis.pages import tuning
+
+    _, _, atlas = built
+    ids = np.load(atlas.path / F.TUNING_IDS)
+    counts = np.load(atlas.path / F.TUNING_COUNTS)
+    means = np.load(atlas.path / F.TUNING_MEANS)[:, 3].astype(np.float64)  # (V+1,) of unit row 3
+    seen = [i for i in range(len(ids)) if counts[i] >= atlas.manifest.min_tuning_count]
+    page = tuning(atlas, 3)
+    assert [r["token_id"] for r in page["lowest"]] == [int(ids[i]) for i in sorted(seen, key=lambda i: means[i])][:15]
+    assert page["other"] == {"count": int(counts[-1]), "mean": float(means[-1])}
+
+
+def test_neighbours_are_the_adjacent_indices_and_the_same_index_elsewhere(built):
+    from maxact.analysis.pages import neighbours
+    from maxact.units import parse_unit
+
+    _, _, atlas = built
+    wide = max(atlas.sites, key=lambda s: s.width)
+    narrow = min(atlas.sites, key=lambda s: s.width)
+    assert narrow.width < wide.width
+    index = narrow.width  # one past the narrow sites' last unit
+    unit = parse_unit(f"{wide.name}:{index}")
+    got = neighbours(atlas, unit)
+    assert got["prev"] == f"{wide.name}:{index - 1}" and got["next"] == f"{wide.name}:{index + 1}"
+    related = [s.name for s in atlas.sites if s.name != wide.name and index < s.width
+               and (s.site == wide.site or s.layer == wide.layer)]
+    assert got["same_index"] == [f"{name}:{index}" for name in related]
+
+
+def test_band_levels_and_random_sample_from_hand_written_bands(built, tmp_path):
+    """Unit 0's bands rewritten: the top band holds positions 0 and 5, band 0 holds position 7. The
+    page lists the top band first, then band 0; the random sample is the kept positions by
+    increasing splitmix64 hash; each example shows 12 tokens before and 4 after, inside its window."""
+    from atlas_helpers import splitmix64
+
+    from maxact.analysis.bands import activation_bands
+
+    root, tokens, atlas = built
+    out = tmp_path / "bands"
+    shutil.copytree(atlas.path, out)
+    positions, values = np.load(out / F.BAND_POSITIONS), np.load(out / F.BAND_VALUES)
+    top = positions.shape[1] - 1
+    positions[0], values[0] = -1, np.nan
+    positions[0, top, :2], values[0, top, :2] = (0, 5), (300.0, 400.0)
+    positions[0, 0, 0], values[0, 0, 0] = 7, -1.0
+    np.save(out / F.BAND_POSITIONS, positions)
+    np.save(out / F.BAND_VALUES, values)
+    copy = Atlas(out)
+    page = activation_bands(copy, 0)
+    assert [(lvl["band"], [e["position"] for e in lvl["examples"]]) for lvl in page["levels"]] == [
+        (top, [0, 5]), (0, [7])]
+    seed, seq = copy.manifest.bands.seed, copy.manifest.seq
+    by_hash = sorted([0, 5, 7], key=lambda p: int(splitmix64(np.array([p]), seed)[0]))
+    assert [e["position"] for e in page["random"]] == by_hash
+    for e in page["random"]:
+        p = e["position"]
+        lo, hi = max(p - p % seq, p - 12), min(p - p % seq + seq, len(tokens), p + 5)
+        c = e["context"]
+        assert (c["start"], c["focus"], c["token_ids"]) == (lo, p - lo, tokens[lo:hi].tolist())
+        assert c["tokens"] == [copy.token_text(int(t)) for t in tokens[lo:hi]]

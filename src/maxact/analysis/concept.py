@@ -245,14 +245,23 @@ def table_columns(table: ConceptTable) -> dict[str, np.ndarray]:
     return {k: np.asarray(v)[order] for k, v in cols.items()}
 
 
+def _json_floats(x: np.ndarray) -> list:
+    """(n,) floats as a list of Python floats, None where NaN or infinite (json_float, vectorised)."""
+    x = np.asarray(x, dtype=np.float64)
+    out = x.astype(object)
+    out[~np.isfinite(x)] = None
+    return out.tolist()
+
+
 def table_json(table: ConceptTable, top: int | None = None) -> dict:
     """``{"category", "n_in", "n_out", "source", "auroc_method", "n_units", "units": [{"unit",
     "n_in", "n_out", "mean_in", "mean_out", "t", "p", "q", "d", "auroc"}, ...]}``, units sorted by t
     descending (the first ``top``; all when None)."""
-    cols = table_columns(table)
     n = len(table.units) if top is None else min(top, len(table.units))
-    units = [{k: (str(cols[k][i]) if k == "unit" else int(cols[k][i]) if k.startswith("n_")
-                  else json_float(cols[k][i])) for k in COLUMNS} for i in range(n)]
+    cols = {k: v[:n] for k, v in table_columns(table).items()}
+    values = [cols["unit"].tolist()] + [cols[k].astype(np.int64).tolist() if k.startswith("n_") else _json_floats(cols[k])
+                                        for k in COLUMNS[1:]]
+    units = [dict(zip(COLUMNS, row)) for row in zip(*values)]
     return {"category": table.category, "n_in": int(np.max(table.groups.n_in, initial=0)),
             "n_out": int(np.max(table.groups.n_out, initial=0)), "source": table.source,
             "auroc_method": table.auroc_method, "n_units": len(table.units), "units": units}

@@ -5,14 +5,13 @@ The atlas pass measures each top-K candidate p once, with the context c1 its pla
 partition gives it (c1 = p - window start). The context pass measures it again in a partition
 shifted by half a window, with context c2 (none for the first half window of a document). A
 reference window drawn at start s gives p the context c = p - s; the candidate is valued there at
-the measured context that stands for c:
+the largest measured context <= c, else at the smaller one.
 
-- the largest measured context <= c, where a value measured at context 0 (the first token of a
-  window: attention sinks) stands only for c = 0;
-- else (c below every such context) the smallest measured context above 0, else context 0.
-
-So each candidate's covering starts split into at most two intervals of constant value (segments):
-c < t and c >= t, with t = 1 when one of its contexts is 0 and t = max(c1, c2) otherwise. A batch is
+A value measured at context 0 (the first token of a window, where attention sinks write values no
+other context gives) is not a context effect: a candidate first measured at context 0 keeps that one
+value, as in the one-context statistic (it stands for whatever token a window starts with), and a
+second measurement at context 0 is not used. So each candidate's covering starts split into at most
+two intervals of constant value (segments): c < t and c >= t, with t = max(c1, c2). A batch is
 won by the best segment that one of its windows covers. Ranked by value, the first j segments cover
 C_j starts (the size of the union of their start intervals: segments of different candidates may
 nest, so it is counted over the elementary pieces their endpoints cut), and as for one context
@@ -64,8 +63,10 @@ def measured_contexts(positions: np.ndarray, first_values: np.ndarray, shift_val
     rel = p - np.asarray(doc_starts, dtype=np.int64)[doc]  # tokens before p in its document
     half = window_length // 2
     first_context = rel % window_length
-    measured = (positions >= 0) & (rel >= half) & ~np.isnan(shift_values)
-    shift_context = np.where(measured, (rel - half) % window_length, -1)
+    shift_context = (rel - half) % window_length
+    # a second context only away from window position 0 in both partitions (see the module doc)
+    measured = (positions >= 0) & (rel >= half) & ~np.isnan(shift_values) & (first_context > 0) & (shift_context > 0)
+    shift_context = np.where(measured, shift_context, -1)
     return MeasuredContexts(first_context.astype(np.int64), np.asarray(first_values, dtype=np.float64),
                             shift_context.astype(np.int64),
                             np.where(measured, np.asarray(shift_values, dtype=np.float64), np.nan))
@@ -79,12 +80,10 @@ def context_segments(positions: np.ndarray, contexts: MeasuredContexts, space: S
     a, b = space.covering(positions)  # (U, K) covering start numbers
     c_at_a = np.where(positions >= 0, positions - space.starts_at(np.where(a <= b, a, 0)), 0)  # context at start a
     two = contexts.shift_context >= 0
-    c_lo = np.where(two, np.minimum(contexts.first_context, contexts.shift_context), contexts.first_context)
-    c_hi = np.where(two, np.maximum(contexts.first_context, contexts.shift_context), contexts.first_context)
     first_is_lo = contexts.first_context <= np.where(two, contexts.shift_context, contexts.first_context)
     v_lo = np.where(first_is_lo, contexts.first_value, contexts.shift_value)
     v_hi = np.where(first_is_lo, np.where(two, contexts.shift_value, contexts.first_value), contexts.first_value)
-    t = np.where(two, np.where(c_lo == 0, 1, c_hi), 0)  # segment B: c >= t; segment A: c < t
+    t = np.where(two, np.maximum(contexts.first_context, contexts.shift_context), 0)  # B: c >= t; A: c < t
     c_min = 1 if skip_c0 else 0
     # start number i gives context c = c_at_a - (i - a)
     b_lo, b_hi = a, np.minimum(b, a + c_at_a - np.maximum(t, c_min))
@@ -149,13 +148,12 @@ def context_win_probabilities(seg: Segments, n_candidates: int, n_starts: int,
     return probs, miss
 
 
-def context_simulate(seg: Segments, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One unit (seg rows of length 1): index (samples, batch) drawn start numbers -> (samples,)
-    winning candidate rank (-1: missed), (samples,) row of the first window holding the winning
-    segment, (samples,) float64 winning value (NaN: missed)."""
+def context_simulate(seg: Segments, index: np.ndarray, n_starts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One unit (Segments of one row): index (samples, batch) start numbers drawn from [0, n_starts)
+    -> (samples,) winning candidate rank (-1: missed), (samples,) row of the first window holding
+    the winning segment, (samples,) float64 winning value (NaN: missed)."""
     lo, hi, value, cand = (x[0] for x in seg)
     S = len(lo)
-    n_starts = int(max(index.max(initial=0) + 1, hi.max(initial=0) + 1))
     best_at = np.full(n_starts, S, dtype=np.int64)  # (n_starts,) best segment a window covers
     for j in range(S - 1, -1, -1):
         if lo[j] <= hi[j]:

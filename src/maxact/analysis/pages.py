@@ -9,8 +9,8 @@ from typing import NamedTuple
 import numpy as np
 
 from maxact.analysis.bands import activation_bands
-from maxact.analysis.floats import json_float
 from maxact.analysis.context_shares import context_segments, context_simulate, measured_contexts
+from maxact.analysis.floats import json_float
 from maxact.analysis.refstat import seeded_draws, simulate, token_shares
 from maxact.errors import MaxactError, choices_text
 from maxact.store import format as F
@@ -115,7 +115,8 @@ def simulate_unit(atlas: Atlas, row: int, batch: int, seq: int, samples: int, se
         measured = measured_contexts(positions[None], values[None], shift[None], atlas.doc_starts,
                                      atlas.windowing.length)
         index = seeded_draws(space, batch, samples, seed)  # (S, B) start numbers
-        rank, wrow, won = context_simulate(context_segments(positions[None], measured, space, skip_pos0), index)
+        rank, wrow, won = context_simulate(context_segments(positions[None], measured, space, skip_pos0), index,
+                                          space.n_starts)
         starts = space.starts_at(index)
     else:
         starts, rank, wrow = simulate(positions, space, batch, samples, seed)

@@ -225,7 +225,7 @@ def write_outputs(req: ConceptRequest, ans: Answer, echo) -> None:
             out = table_json(table)
             if ans.probes:
                 out["probes"] = [probe_json(p.site, p.result) for p in ans.probes]
-            echo(json.dumps(out, ensure_ascii=False))
+            echo(json.dumps(out, ensure_ascii=False, separators=(",", ":")))
         else:
             echo("\n".join([table_text(table, req.top)] + [probe_text(p.site, p.result) for p in ans.probes]))
         write_table_files(req, table_columns(table), echo)

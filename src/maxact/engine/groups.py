@@ -36,6 +36,7 @@ class _Work:
         self.sums = torch.empty(n_groups, columns, dtype=torch.float32, device=device)  # (G, C)
         self.m2 = torch.empty(n_groups, columns, dtype=torch.float32, device=device)  # (G, C)
         self.delta = torch.empty(n_groups, columns, dtype=torch.float64, device=device)  # (G, C)
+        self.m2_64 = torch.empty(n_groups, columns, dtype=torch.float64, device=device)  # (G, C)
         self.dev = torch.empty(0, columns, dtype=torch.float32, device=device)  # (capacity, C)
 
     def deviations(self, n: int) -> torch.Tensor:
@@ -91,7 +92,7 @@ class GroupMoments:
             mean, m2 = self.mean[:, lo : lo + c], self.m2[:, lo : lo + c]  # (G, C) float64 views
             delta = work.delta.copy_(mean_b).sub_(mean)  # (G, C) float64
             mean.addcmul_(delta, w_new)
-            m2.add_(m2_b).addcmul_(delta.square_(), w_cross)
+            m2.add_(work.m2_64.copy_(m2_b)).addcmul_(delta.square_(), w_cross)
         self.count = self.count + n_b  # never in place: a shared count may be held by other sites
 
     def fold(self, n_b: torch.Tensor, mean_b: torch.Tensor, m2_b: torch.Tensor) -> None:

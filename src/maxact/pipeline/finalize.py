@@ -12,7 +12,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from maxact.analysis.context_shares import context_segments, context_win_probabilities, measured_contexts
+from maxact.analysis.context_shares import (
+    context_segments,
+    context_win_probabilities,
+    measured_contexts,
+)
 from maxact.analysis.refstat import merge_ranked, token_shares, win_probabilities
 from maxact.config import AtlasConfig
 from maxact.corpus import CorpusInfo, TokenSource
