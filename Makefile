@@ -27,8 +27,11 @@ browser:
 demo: setup
 	$(PY) -m maxact.demo --atlas "$(DEMO_ATLAS)"
 
+# the Ray tests start a Ray cluster of their own processes: run them in a pytest process of their own,
+# away from the memory of the rest of the suite
 test: setup browser
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests --ignore=tests/unit/test_cluster.py
+	$(PY) -m pytest -q tests/unit/test_cluster.py
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
