@@ -4,8 +4,8 @@
         [--selective 4] [--diffuse 2] [--site mlp_post] [--steps 200] [--seeds 3] [--length 8]
 
 Picks, at one site, the most selective units of the atlas (highest selectivity score, away from
-window position 0) and some diffuse ones (selectivity score 0, reference top share below 5%, no
-position-0 wins), runs both methods (gcg and relax) from the same seeds on each, and prints per
+window position 0) and some diffuse ones (selectivity score 0, most wins away from window
+position 0, the smallest reference top share), runs both methods (gcg and relax) from the same seeds on each, and prints per
 unit and method: the data maximum (over every token of the corpus), each seed's exact value of
 its decoded input (a plain forward pass) and its ratio to the data maximum, the decoded inputs,
 seed-to-seed agreement (mean pairwise Jaccard of token sets) and how many of the data top tokens
@@ -35,9 +35,9 @@ def pick_units(atlas: Atlas, site: str, n_selective: int, n_diffuse: int) -> lis
     rows = np.asarray(rows)
     by_score = rows[np.argsort(-scores.score[rows], kind="stable")]
     chosen = [(str(atlas.unit_at(int(r))), "selective") for r in by_score[:n_selective]]
-    diffuse = rows[(scores.score[rows] == 0) & (scores.top_share[rows] < 0.05) & (scores.pos0_share[rows] == 0)]
-    rng = np.random.default_rng(0)
-    for r in rng.choice(diffuse, size=min(n_diffuse, len(diffuse)), replace=False):
+    # diffuse: no selectivity, wins mostly away from window position 0, the smallest reference top share
+    diffuse = rows[(scores.score[rows] == 0) & (scores.pos0_share[rows] < 0.5)]
+    for r in diffuse[np.argsort(scores.top_share[diffuse], kind="stable")][:n_diffuse]:
         chosen.append((str(atlas.unit_at(int(r))), "diffuse"))
     return chosen
 
