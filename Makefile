@@ -25,7 +25,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 demo: setup
-	$(PY) -m maxact.demo --atlas "$(DEMO_ATLAS)"
+	$(PY) -m maxact.demo --atlas "$(DEMO_ATLAS)" --sae $(SAE_DIR)
 
 # the Ray tests start a Ray cluster of their own processes: run them in a pytest process of their own,
 # away from the memory of the rest of the suite
@@ -46,6 +46,13 @@ test-e2e: setup browser
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q tests/unit/test_layers.py
+
+# the TopK SAE of the embedded model's L6.resid_pre committed in examples/sae/ (SAELens's format),
+# trained again from the corpora (examples/train_sae.py; about 10 minutes on 2 CPU cores)
+SAE_DIR ?= examples/sae/smollm2-135m-L6-resid_pre-topk
+.PHONY: sae
+sae: setup
+	OMP_NUM_THREADS=2 nice -n 10 $(PY) examples/train_sae.py --out $(SAE_DIR)
 
 # viewer latencies first (on the demo atlas, when built), then the atlas pass: the last line
 # printed is bench_atlas.py's JSON (bare_tokens_per_s, atlas_tokens_per_s, atlas_over_bare, ...)

@@ -40,3 +40,22 @@ def shared_corpora() -> Path:
     if not SHARED_CORPORA.is_dir():
         pytest.skip(f"shared corpora not found at {SHARED_CORPORA}")
     return SHARED_CORPORA
+
+
+@pytest.fixture(autouse=True)
+def _derived_sites_isolated():
+    """Derived sites (--directions, --sae, an atlas's manifest) register themselves in process-wide
+    tables (units.SITE_KINDS, dictionaries._LOADED); each test leaves those tables as it found them,
+    so no test sees another's names (in messages listing the valid sites, for instance)."""
+    from maxact.units import SITE_KINDS
+
+    kinds = dict(SITE_KINDS)
+    loaded_module = sys.modules.get("maxact.dictionaries")
+    loaded = dict(loaded_module._LOADED) if loaded_module is not None else None
+    yield
+    SITE_KINDS.clear()
+    SITE_KINDS.update(kinds)
+    module = sys.modules.get("maxact.dictionaries")
+    if module is not None:
+        module._LOADED.clear()
+        module._LOADED.update(loaded or {})

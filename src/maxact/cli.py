@@ -29,6 +29,9 @@ from maxact.commands.options import (
     UnitName,
     UnitSpec,
     Whole,
+    derived_site_options,
+    register_atlas_sites,
+    with_derived_sites,
 )
 from maxact.config import (
     ASCENT,
@@ -126,8 +129,10 @@ def units(model, as_json, trust_remote_code):
 @click.option("--top", default=SAMPLE.top, type=Count(0), show_default=True, help="rows of each tally to print")
 @click.option("--device", default=DEFAULT_DEVICE, type=Device(), show_default=True, help=DEVICE_HELP)
 @click.option("--trust-remote-code", is_flag=True)
+@derived_site_options
 def sample(model, corpus, layer, dim, unit_specs, batch, seq, samples, seed, skip_pos0, strip_gutenberg,
-           text_column, skip_empty, bos, atlas_dir, json_path, plot_path, top, device, trust_remote_code):
+           text_column, skip_empty, bos, atlas_dir, json_path, plot_path, top, device, trust_remote_code,
+           directions, saes):
     """The reference experiment: argmax of each unit over random batches of windows, tallied."""
     from maxact.commands.sample_cmd import SampleRequest, run_sample
 
@@ -178,15 +183,18 @@ def sample(model, corpus, layer, dim, unit_specs, batch, seq, samples, seed, ski
               help="seconds between checkpoints (0: after every batch)")
 @click.option("--device", default=DEFAULT_DEVICE, type=Device(), show_default=True, help=DEVICE_HELP)
 @click.option("--trust-remote-code", is_flag=True)
+@derived_site_options
 def atlas(model, corpus, out, seq, sites, layers, k, max_types, windows_per_batch, max_tokens, strip_gutenberg,
           text_column, skip_empty, doc_tail, bos, shard, resume, overwrite, ref_batch, ref_samples, seed, checkpoint_s, device, trust_remote_code,
-          ray_address, shards, context_pass):
+          ray_address, shards, context_pass, directions, saes):
     """Every unit of the chosen sites from one streamed pass over the corpus."""
     from maxact.commands.atlas_cmd import ray_cluster, run_atlas
 
     device_given = click.get_current_context().get_parameter_source("device") is not ParameterSource.DEFAULT
     cluster = ray_cluster(ray_address, shards, device if device_given else None, shard)
-    config = AtlasConfig(model=model, corpus=corpus, seq=seq, sites=sites or default_atlas_sites(), layers=layers,
+    derived = tuple(directions) + tuple(saes)
+    sites = with_derived_sites(sites, derived)
+    config = AtlasConfig(model=model, corpus=corpus, seq=seq, sites=sites, layers=layers, derived=derived,
                          k=k, max_types=max_types, windows_per_batch=windows_per_batch, max_tokens=max_tokens,
                          strip_gutenberg=strip_gutenberg, text_column=text_column, skip_empty=skip_empty,
                          doc_tail=doc_tail, bos=bos, shard=shard, ref_batch=ref_batch, ref_samples=ref_samples, seed=seed, device=device,
@@ -207,7 +215,7 @@ def merge(partials, out, overwrite):
 
 
 @main.command()
-@click.argument("atlas_dir", type=click.Path(path_type=Path))
+@click.argument("atlas_dir", type=click.Path(path_type=Path), is_eager=True, callback=register_atlas_sites)
 @click.argument("unit", type=UnitName())
 @click.option("--json", "as_json", is_flag=True, help="print the page as JSON")
 @click.option("--top", default=SHOW_TOP, type=Count(0), show_default=True, help="examples and tally rows to print")
@@ -243,7 +251,7 @@ def ascend(unit, method, length, seeds, steps, atlas_dir, model, corpus, data_sa
 
 
 @main.command()
-@click.argument("atlas_dir", type=click.Path(path_type=Path))
+@click.argument("atlas_dir", type=click.Path(path_type=Path), is_eager=True, callback=register_atlas_sites)
 @click.argument("unit", type=UnitName())
 @click.option("--examples", default=CONTEXT_EXAMPLES, type=Count(1), show_default=True, help="top examples to measure")
 @click.option("--model", "-m", default=None, help="model to run [default: the atlas's own]")
@@ -257,7 +265,7 @@ def context(atlas_dir, unit, examples, model, device, as_json):
 
 
 @main.command()
-@click.argument("atlas_dir", type=click.Path(path_type=Path))
+@click.argument("atlas_dir", type=click.Path(path_type=Path), is_eager=True, callback=register_atlas_sites)
 @click.option("--token", required=True, help="token text with its leading space, e.g. ' before'")
 @click.option("--site", default=None, type=SiteName(), help="only units of this site")
 @click.option("--limit", default=FIND_LIMIT, type=Count(1), show_default=True, help="units to list")
@@ -270,7 +278,7 @@ def find(atlas_dir, token, site, limit, as_json):
 
 
 @main.command()
-@click.argument("atlas_dir", required=False, type=click.Path(path_type=Path))
+@click.argument("atlas_dir", required=False, type=click.Path(path_type=Path), is_eager=True, callback=register_atlas_sites)
 @click.option("--token", "tokens", multiple=True, help="a token text of the category, leading space included (repeatable)")
 @click.option("--words", type=click.Path(path_type=Path), help="file of words or phrases, one a line, matched in the text")
 @click.option("--word-token", default=CONCEPT.word_token, show_default=True, type=click.Choice(WORD_TOKENS),
@@ -295,9 +303,10 @@ def find(atlas_dir, token, site, limit, as_json):
 @click.option("--top", default=CONCEPT.top, type=Count(0), show_default=True, help="units printed")
 @click.option("--device", default=DEFAULT_DEVICE, type=Device(), show_default=True, help=DEVICE_HELP)
 @click.option("--trust-remote-code", is_flag=True)
+@derived_site_options
 def concept(atlas_dir, tokens, words, word_token, tags, pos, neg, by, sites, layers, units, as_json, csv_path,
             parquet_path, plot_path, skip_pos0, model, corpus, max_tokens, probe, save_direction, top, device,
-            trust_remote_code):
+            trust_remote_code, directions, saes):
     """Rank every unit by how it separates a category from the rest (t, p, q, d, AUROC)."""
     from maxact.commands.concept_cmd import run_concept
     from maxact.commands.concept_request import ConceptRequest
@@ -307,12 +316,41 @@ def concept(atlas_dir, tokens, words, word_token, tags, pos, neg, by, sites, lay
         neg=neg, by=by, sites=sites, layers=layers, units=tuple(units), as_json=as_json, csv=csv_path,
         parquet=parquet_path, plot=plot_path, skip_pos0=skip_pos0, model=model, corpus=corpus,
         max_tokens=max_tokens, probe=probe, save_direction=save_direction, top=top, device=device,
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=trust_remote_code, derived=tuple(directions) + tuple(saes),
     ), echo=click.echo)
 
 
 @main.command()
-@click.argument("atlas_dir", type=click.Path(path_type=Path))
+@click.option("--site", required=True, help="the site, e.g. L6.resid_pre (ln_final has no block)")
+@click.option("--components", "-n", required=True, type=Count(1), help="principal directions kept, 1..width of the site")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              help="FILE.npy: (N, width) float32 rows for --directions NAME=FILE.npy@SITE; FILE.json is written beside it")
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help=MODEL_HELP)
+@click.option("--corpus", "-c", default=DEFAULT_CORPUS, show_default=True, help=CORPUS_HELP)
+@click.option("--seq", default=ATLAS.seq, type=Count(1), show_default=True, help="tokens per window, as an atlas cuts them")
+@click.option("--max-tokens", type=Count(1), default=None, help="only the first N tokens of the corpus")
+@click.option("--bos/--no-bos", default=None, help=BOS_HELP)
+@click.option("--strip-gutenberg", is_flag=True)
+@click.option("--text-column", default=ATLAS.text_column, show_default=True, help=TEXT_COLUMN_HELP)
+@click.option("--skip-empty", is_flag=True, help=SKIP_EMPTY_HELP)
+@click.option("--overwrite", is_flag=True, help="replace FILE.npy and FILE.json")
+@click.option("--json", "as_json", is_flag=True, help="print FILE.json's content instead of a table")
+@click.option("--device", default=DEFAULT_DEVICE, type=Device(), show_default=True, help=DEVICE_HELP)
+@click.option("--trust-remote-code", is_flag=True)
+def pca(site, components, out, model, corpus, seq, max_tokens, bos, strip_gutenberg, text_column, skip_empty,
+        overwrite, as_json, device, trust_remote_code):
+    """Principal directions of a site's activations over a corpus (one streamed pass), as directions."""
+    from maxact.commands.pca_cmd import PcaRequest, run_pca_command
+
+    run_pca_command(PcaRequest(
+        site=site, components=components, out=out, model=model, corpus=corpus, seq=seq, max_tokens=max_tokens,
+        bos=bos, text_column=text_column, skip_empty=skip_empty, strip_gutenberg=strip_gutenberg,
+        overwrite=overwrite, as_json=as_json, device=device, trust_remote_code=trust_remote_code,
+    ), echo=click.echo)
+
+
+@main.command()
+@click.argument("atlas_dir", type=click.Path(path_type=Path), is_eager=True, callback=register_atlas_sites)
 @click.option("--parquet", "parquet_dir", required=True, type=click.Path(path_type=Path), help="folder for the Parquet files")
 @click.option("--overwrite", is_flag=True, help="replace Parquet files the folder already holds")
 def export(atlas_dir, parquet_dir, overwrite):
@@ -323,7 +361,7 @@ def export(atlas_dir, parquet_dir, overwrite):
 
 
 @main.command()
-@click.argument("atlas_dir", type=click.Path(path_type=Path))
+@click.argument("atlas_dir", type=click.Path(path_type=Path), is_eager=True, callback=register_atlas_sites)
 @click.option("--host", default=VIEWER.host, show_default=True,
               help="address to bind (the default is this machine only; any other needs --allow-host)")
 @click.option("--port", "-p", default=VIEWER.port, type=click.IntRange(0, 65535), show_default=True,

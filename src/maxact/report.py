@@ -68,6 +68,18 @@ def _ctx_line(item: dict, width: int = 90) -> str:
     return text
 
 
+def _derived_lines(derived: dict | None) -> list[str]:
+    """A derived unit's definition, density and nearest neurons (docs/DIRECTIONS.md)."""
+    if derived is None:
+        return []
+    what = (f"{derived['architecture']} SAE latent" + (f" (k={derived['k']})" if derived["k"] else "")
+            if derived["kind"] == "sae" else "direction")
+    near = ", ".join(f"{n['unit']} ({n['cosine']:+.2f})" for n in derived["nearest_neurons"])
+    return [f"{what} on {derived['base']}, one of {derived['width']}: {derived['path']} (sha256 {derived['sha256'][:12]})",
+            f"density (share of tokens > 0): {derived['density']:.4f}",
+            f"nearest neurons (cosine with its decoder row): {near}"]
+
+
 def unit_page_text(page: dict, manifest: Manifest, top: int = 10) -> str:
     info, st, ref = page["info"], page["stats"], page["reference"]
     g = ref["geometry"]
@@ -75,6 +87,7 @@ def unit_page_text(page: dict, manifest: Manifest, top: int = 10) -> str:
     lines = [
         f"{page['unit']}{head}  HF {info['hf_module']} ({info['reads']})  |  TL {info['tl_hook']}",
         f"model {manifest.model.name}, corpus {manifest.corpus.name} ({manifest.corpus.n_tokens} tokens)",
+        *_derived_lines(page.get("derived")),
         "",
         f"reference statistic ({g['samples']} batches of {g['batch']} x {g['seq']}, seed {g['seed']}, from the atlas, "
         f"{'two measured contexts' if g.get('contexts', 1) == 2 else 'one measured context'} per candidate):",

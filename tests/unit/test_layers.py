@@ -15,8 +15,9 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 # bottom first; a module belongs to the first entry that is a prefix of its dotted name
 LAYERS: list[tuple[str, ...]] = [
-    ("maxact.errors", "maxact.paths", "maxact.units", "maxact.config", "maxact.fsio", "maxact.tally"),
-    ("maxact.models", "maxact.corpus", "maxact.windows"),
+    ("maxact.errors", "maxact.paths", "maxact.units", "maxact.config", "maxact.fsio", "maxact.tally",
+     "maxact.derived"),
+    ("maxact.models", "maxact.corpus", "maxact.windows", "maxact.dictionaries"),
     ("maxact.capture",),
     ("maxact.engine", "maxact.sampling", "maxact.ascent"),
     ("maxact.store",),

@@ -147,11 +147,17 @@ def span_labels(n_tokens: int, spans: np.ndarray, span_group: np.ndarray, mode: 
                 rest_group: int | None) -> Labels:
     """Observations from token spans (k, 2) [first, stop) with a group each (k,): one token
     (``last``, ``first``) or every token (``mean``) per span; overlapping or empty spans are
-    dropped. rest_group: the group of every token outside all spans, one observation each (None:
-    those tokens are no observation)."""
+    dropped. A span of a negative group, or reaching past ``n_tokens`` (cut by max_tokens), is no
+    observation and its tokens are not in the rest. rest_group: the group of every token outside all
+    spans, one observation each (None: those tokens are no observation)."""
     check_word_token(mode)
     keep = spans[:, 1] > spans[:, 0]
     spans, span_group = spans[keep], span_group[keep]
+    left_out = (spans[:, 1] > n_tokens) | (span_group < 0)  # (k,)
+    excluded = np.zeros(n_tokens, dtype=bool)  # tokens of the spans left out: neither in a span nor rest
+    for a, b in np.minimum(spans[left_out], n_tokens).tolist():
+        excluded[a:b] = True
+    spans, span_group = spans[~left_out], span_group[~left_out]
     order = np.argsort(spans[:, 0], kind="stable")
     spans, span_group = spans[order], span_group[order]
     if len(spans) > 1:  # a span that starts before the previous one ends is dropped
@@ -176,7 +182,7 @@ def span_labels(n_tokens: int, spans: np.ndarray, span_group: np.ndarray, mode: 
         obs_size = np.ones(len(spans), dtype=np.int64)
     obs_group = span_group.astype(np.int64)
     if rest_group is not None:
-        rest = np.nonzero(~covered)[0]
+        rest = np.nonzero(~covered & ~excluded)[0]
         token_obs[rest] = len(spans) + np.arange(len(rest))
         obs_group = np.concatenate([obs_group, np.full(len(rest), rest_group, dtype=np.int64)])
         obs_size = np.concatenate([obs_size, np.ones(len(rest), dtype=np.int64)])

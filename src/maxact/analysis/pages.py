@@ -208,6 +208,25 @@ def unit_page(atlas: Atlas, unit_text: str, limit: int | None = None) -> dict:
         "tally": reference["tally"],
         "tuning": tuning(atlas, row), "logit_effects": logit_effects(atlas, row),
         "neighbours": neighbours(atlas, unit), "bands": activation_bands(atlas, row),
+        "derived": derived_info(atlas, unit, row),
+    }
+
+
+def derived_info(atlas: Atlas, unit: UnitId, row: int) -> dict | None:
+    """A derived unit's definition, density and nearest neurons (docs/DIRECTIONS.md); None for a
+    unit of the model's own sites."""
+    spec = next((d for d in atlas.manifest.derived if d.name == unit.site), None)
+    if spec is None:
+        return None
+    ids = atlas[F.near_units_file(spec.name)][unit.index]  # (N,) unit ids, nearest first
+    cosines = atlas[F.near_cosines_file(spec.name)][unit.index]  # (N,) signed
+    held = {s.name for s in atlas.sites}
+    return {
+        "name": spec.name, "kind": spec.kind, "architecture": spec.architecture, "k": spec.k,
+        "base": spec.base, "width": spec.width, "path": spec.path, "sha256": spec.sha256,
+        "density": float(atlas[F.STATS]["frac_pos"][row]),  # share of tokens where the unit is > 0
+        "nearest_neurons": [{"unit": str(u), "cosine": float(c), "in_atlas": str(u).rsplit(":", 1)[0] in held}
+                            for u, c in zip(ids, cosines)],
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -28,14 +29,16 @@ from maxact.analysis.concept import (
     table_json,
     type_category,
 )
+from maxact.analysis.floats import json_float
 from maxact.analysis.probe import probe_json, probe_text
 from maxact.commands.concept_request import Answer, ConceptRequest, SiteProbe, describe_tokens
+from maxact.commands.options import with_derived_sites
 from maxact.config import CONCEPT, DEFAULT_CORPUS, DEFAULT_MODEL, AtlasConfig
 from maxact.errors import MaxactError
 from maxact.fsio import write_bytes_atomic
 from maxact.store import format as F
 from maxact.store.reader import Atlas
-from maxact.units import default_atlas_sites
+from maxact.units import SiteRef, default_atlas_sites
 
 
 def category_kind(req: ConceptRequest) -> str:
@@ -87,6 +90,10 @@ def pass_config(atlas: Atlas | None, req: ConceptRequest) -> AtlasConfig:
         changes["sites"] = default_atlas_sites()
     if req.layers is not None:
         changes["layers"] = req.layers
+    if req.derived:  # the pass adds them to the atlas's (or the given) sites
+        names = {spec.name for spec in req.derived}
+        changes["derived"] = tuple(d for d in base.derived if d.name not in names) + tuple(req.derived)
+        changes["sites"] = with_derived_sites(changes.get("sites", base.sites), req.derived)
     return replace(base, **changes)
 
 
@@ -104,6 +111,8 @@ def atlas_only_reason(atlas: Atlas, req: ConceptRequest, ids: list[int]) -> str 
         return "--probe needs the activations of every observation"
     if req.model or req.corpus or req.max_tokens:
         return "--model, --corpus or --max-tokens asks for a pass"
+    if req.derived:
+        return "--directions or --sae asks for a pass"
     return None
 
 
@@ -241,3 +250,34 @@ def write_outputs(req: ConceptRequest, ans: Answer, echo) -> None:
                               f"{len(ans.probes)} ({', '.join(p.site for p in ans.probes)}): choose one with "
                               f"--sites and --layers")
         _write_bytes(req.save_direction, save_direction(req.save_direction, ans.probes[0]), echo)
+
+
+def probe_job(lm, atlas, tokens: tuple[str, ...], site: SiteRef, max_tokens: int, should_stop: Callable[[], bool],
+              progress: dict) -> dict:
+    """The viewer's probe job (web/app.py, POST /api/concept/probe): `maxact concept ATLAS --token ...
+    --probe` for one site of the atlas over the first ``max_tokens`` tokens of its corpus, with the
+    viewer's loaded model; ``progress`` gets {"done", "of"} tokens, ``should_stop`` ends the pass
+    early (the probe is then fitted on what it fed). Returns {"category", "source", "site", "n_in",
+    "n_out", "n_fed", "stopped", "probe": the --json probe, "top_t": the site's units with the
+    largest t}."""
+    from maxact.commands.concept_pass_cmd import answer_on_model
+
+    req = ConceptRequest(Path(atlas.path), tokens=tokens, sites=(site.site,),
+                         layers=None if site.layer is None else (site.layer,), probe=True, max_tokens=max_tokens,
+                         device=str(lm.device))
+    state = {"stopped": False}
+
+    def on_batch(done: int, of: int) -> bool:
+        progress.update(done=done, of=of)
+        state["stopped"] = done < of and should_stop()
+        return state["stopped"]
+
+    ans = answer_on_model("token", lm, atlas, pass_config(atlas, req), req, on_batch, progress=False)
+    (probe,) = ans.probes
+    table = ans.table
+    order = by_decreasing(table.stats.t)[:CONCEPT.probe_top]
+    return {"category": table.category, "source": table.source, "site": probe.site,
+            "n_in": int(table.groups.n_in[0]), "n_out": int(table.groups.n_out[0]),
+            "n_fed": int(progress.get("done", 0)), "stopped": state["stopped"],
+            "probe": probe_json(probe.site, probe.result),
+            "top_t": [{"unit": table.units[i], "t": json_float(table.stats.t[i])} for i in order.tolist()]}

@@ -4,6 +4,7 @@ probes and the histograms by group (docs/CONCEPTS.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -67,24 +68,38 @@ def _probe_settings() -> ProbeSettings:
     return ProbeSettings(CONCEPT.probe_folds, CONCEPT.probe_c, CONCEPT.probe_max_iter, CONCEPT.seed, CONCEPT.probe_top)
 
 
-def answer_from_pass(kind: str, atlas, config: AtlasConfig, req: ConceptRequest, echo) -> Answer:
-    """kind: token, words, tag, contrast or by (commands/concept_cmd.category_kind)."""
-    from maxact.engine.runner import ordered_refs
-    from maxact.models.loading import load_model
+def _check_inputs(kind: str, config: AtlasConfig, req: ConceptRequest):
+    """The tagged corpus (for --tag, --token and --by), the --words phrases and the --pos/--neg
+    texts, each read and checked (before any model loads)."""
     from maxact.pipeline.concept_inputs import tagged_path
 
-    tagged = tagged_path(config.corpus) if kind != "contrast" else None
+    tagged = tagged_path(config.corpus) if kind not in ("contrast", "words") else None
     if kind == "tag" and tagged is None:
         raise MaxactError(f"--tag needs a part-of-speech tagged corpus, such as --corpus brown-tagged "
                           f"(brown-tagged.jsonl.gz: `words` and `tags`); {config.corpus} has no tags")
-    if kind == "words" and tagged is not None:
-        raise MaxactError(f"--words matches words in one text (a book or a text file); {config.corpus} is a "
-                          f"tagged corpus: use --tag")
     phrases = read_lines(req.words, "--words") if kind == "words" else None
     contrast = (read_lines(req.pos, "--pos"), read_lines(req.neg, "--neg")) if kind == "contrast" else None
-    hist_units = tuple(parse_unit(u) for u in req.units)
+    return tagged, phrases, contrast
+
+
+def answer_from_pass(kind: str, atlas, config: AtlasConfig, req: ConceptRequest, echo) -> Answer:
+    """kind: token, words, tag, contrast or by (commands/concept_cmd.category_kind)."""
+    from maxact.models.loading import load_model
+
+    _check_inputs(kind, config, req)
     echo(f"loading {config.model} ...", err=True)
     lm = load_model(config.model, device=config.device, trust_remote_code=req.trust_remote_code)
+    return answer_on_model(kind, lm, atlas, config, req)
+
+
+def answer_on_model(kind: str, lm, atlas, config: AtlasConfig, req: ConceptRequest,
+                    on_batch: Callable[[int, int], bool] | None = None, progress: bool = True) -> Answer:
+    """answer_from_pass with the model already loaded (the viewer's probe job passes its own, and
+    on_batch to report progress and stop at its time limit: run_concept_pass)."""
+    from maxact.engine.runner import ordered_refs
+
+    tagged, phrases, contrast = _check_inputs(kind, config, req)
+    hist_units = tuple(parse_unit(u) for u in req.units)
     refs = ordered_refs(lm.adapter, config)
     if req.probe and len(refs) > CONCEPT.probe_max_sites:
         raise MaxactError(f"--probe fits one probe per site and --sites/--layers choose {len(refs)} sites; choose "
@@ -102,9 +117,10 @@ def answer_from_pass(kind: str, atlas, config: AtlasConfig, req: ConceptRequest,
 
     request = PassRequest(labels, req.skip_pos0, hist_units, tuple(refs) if req.probe else (),
                           CONCEPT.probe_per_group if req.probe else 0, CONCEPT.seed)
-    result = run_concept_pass(lm, source, config, request, progress=True)
-    src = (f"a pass of {config.model} over {source.name} ({result.n_fed} tokens fed, windows of {config.seq} tokens, "
-           f"{'window position 0 left out, ' if req.skip_pos0 else ''}{result.n_dropped} observations left out)")
+    result = run_concept_pass(lm, source, config, request, progress=progress, on_batch=on_batch)
+    stopped = f" of {len(source)}, stopped early" if result.stopped else ""
+    src = (f"a pass of {config.model} over {source.name} ({result.n_fed} tokens fed{stopped}, windows of {config.seq} "
+           f"tokens, {'window position 0 left out, ' if req.skip_pos0 else ''}{result.n_dropped} observations left out)")
     units = result.unit_names()
     if kind == "by":
         table = AnovaTable(req.by, src, labels.group_names, units, result.count, result.mean,
@@ -131,9 +147,11 @@ def _labels(kind: str, lm, config: AtlasConfig, req: ConceptRequest, tagged: Pat
     from maxact.pipeline.finalize import vocab_texts
 
     if kind == "words":
-        source, labels, n = word_source(config.corpus, lm.tokenizer, phrases, req.word_token,
-                                        strip_gutenberg=config.strip_gutenberg, max_tokens=config.max_tokens)
-        return source, labels, f"{len(phrases)} words or phrases of {req.words} ({n} matches, {req.word_token} token)"
+        words = word_source(config.corpus, lm.tokenizer, phrases, req.word_token,
+                            strip_gutenberg=config.strip_gutenberg, max_tokens=config.max_tokens,
+                            text_column=config.text_column, skip_empty=config.skip_empty)
+        return words.source, words.labels, (f"{len(phrases)} words or phrases of {req.words} ({words.n_matches} "
+                                            f"matches, {req.word_token} token)")
     if tagged is not None:
         ts = tagged_source(tagged, lm.tokenizer, config.max_tokens)
         source = ts.source
@@ -185,3 +203,4 @@ def _contrast(lm, refs, config: AtlasConfig, texts: tuple[list[str], list[str]],
             probes.append(SiteProbe(ref.name,
                                     fit_probe(values[:, cols], is_in, table.stats.t[cols], _probe_settings())))
     return Answer(table, probes, [])
+

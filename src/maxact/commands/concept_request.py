@@ -41,6 +41,7 @@ class ConceptRequest:
     top: int = CONCEPT.top
     device: str = DEFAULT_DEVICE
     trust_remote_code: bool = False
+    derived: tuple = ()  # DerivedSpec of --directions / --sae: sites of the pass (docs/DIRECTIONS.md)
 
 
 def describe_tokens(texts: tuple[str, ...], ids: list[int]) -> str:

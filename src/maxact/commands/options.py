@@ -13,9 +13,10 @@ from pathlib import Path
 
 import click
 
+from maxact.derived import names_derived_unit
 from maxact.errors import MaxactError, choices_text
 from maxact.fsio import check_writable_file
-from maxact.units import parse_unit, parse_unit_spec, site_kind
+from maxact.units import default_atlas_sites, parse_unit, parse_unit_spec, site_kind
 from maxact.windows import DOC_TAILS
 
 # ASCII digits only: a full-width digit is refused, not read as its ASCII twin
@@ -168,7 +169,8 @@ class UnitSpec(_Checked):
     name = "unit"
 
     def check(self, text: str, option: str) -> str:
-        parse_unit_spec(text)
+        if not names_derived_unit(text):  # a derived site's unit is checked once its atlas or weights load
+            parse_unit_spec(text)
         return text.strip()
 
 
@@ -178,6 +180,8 @@ class UnitName(_Checked):
     name = "unit"
 
     def check(self, text: str, option: str) -> str:
+        if names_derived_unit(text) and not text.strip().endswith("*"):
+            return text.strip()  # a derived site's unit: checked once its atlas or weights load
         return str(parse_unit(text))
 
 
@@ -201,3 +205,52 @@ class OutputFile(_Checked):
 
     def check(self, text: str, option: str) -> Path:
         return check_writable_file(Path(text), option)
+
+
+DIRECTIONS_HELP = ("NAME=FILE@SITE: units NAME:i are the dot products of SITE's activation (e.g. L6.resid_pre) with "
+                   "the rows of FILE (.npy (n, d) or .safetensors); repeatable (docs/DIRECTIONS.md)")
+SAE_HELP = ("NAME=DIR: units NAME:i are the latents of the sparse autoencoder in DIR (SAELens's cfg.json and "
+            "sae_weights.safetensors; standard, jumprelu or topk), at its hook_name; repeatable")
+
+
+def _load_derived(ctx, param, values):
+    """Eager callback of --directions and --sae: load and register the weights before any other
+    option is read, so --sites and --unit know the names."""
+    if not values:
+        return ()
+    from maxact.dictionaries import load_options
+
+    seen = ctx.meta.setdefault("maxact.derived_names", [])
+    try:
+        pair = (values, ()) if param.name == "directions" else ((), values)
+        specs = load_options(*pair, taken=seen)
+    except MaxactError as e:
+        raise OptionError(str(e), ctx=ctx, param=param) from None
+    seen.extend(s.name for s in specs)
+    return tuple(specs)
+
+
+def derived_site_options(command):
+    """``--directions NAME=FILE@SITE`` and ``--sae NAME=DIR`` (repeatable), as tuples of DerivedSpec."""
+    command = click.option("--sae", "saes", multiple=True, is_eager=True, callback=_load_derived,
+                           metavar="NAME=DIR", help=SAE_HELP)(command)
+    return click.option("--directions", "directions", multiple=True, is_eager=True, callback=_load_derived,
+                        metavar="NAME=FILE@SITE", help=DIRECTIONS_HELP)(command)
+
+
+def with_derived_sites(sites: tuple[str, ...] | None, derived) -> tuple[str, ...]:
+    """The sites of an atlas: --sites (default: the default sites), then every derived site that
+    --sites does not name (``--sites NAME`` alone keeps only that derived site)."""
+    chosen = tuple(sites) if sites else default_atlas_sites()
+    return chosen + tuple(spec.name for spec in derived if spec.name not in chosen)
+
+
+def register_atlas_sites(ctx, param, value):
+    """Eager callback of an ATLAS argument: the atlas's derived sites (docs/DIRECTIONS.md) become
+    site names before the other options are read (``--site NAME``). Reads manifest.json only; a
+    missing or bad atlas is left for the command to report."""
+    if value is not None:
+        from maxact.store.manifest import register_recorded_sites
+
+        register_recorded_sites(Path(value))
+    return value

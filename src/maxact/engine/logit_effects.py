@@ -1,7 +1,8 @@
 """Direct logit effects: the tokens a unit's output direction promotes and suppresses through the
 unembedding, with the final norm's weight folded in (and its centring, for LayerNorm), as
 Neuroscope and SAEDashboard show them. Residual-stream sites use the basis direction e_d; MLP
-neurons use the column of the down projection they write. Other sites (q/k/v, pre-activations) have
+neurons use the column of the down projection they write; derived sites on the residual stream
+(docs/DIRECTIONS.md) use their direction, or their SAE decoder row. Other sites (q/k/v, pre-activations) have
 no direct path to the logits and get no row.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from maxact.dictionaries import loaded
 from maxact.units import SITE_KINDS, SiteRef
 
 CHUNK = 512  # directions per matmul
@@ -51,6 +53,8 @@ def logit_effects(adapter, refs: list[SiteRef], k: int) -> dict[str, np.ndarray]
                 if resid is None:
                     resid = _top_bottom(W, torch.eye(d_model, device=W.device), k)
                 rows.append(resid)
+            elif SITE_KINDS[ref.site].logit_path == "decoder":  # a direction, or an SAE's decoder row
+                rows.append(_top_bottom(W, loaded(ref.site).decoder_rows.to(W.device).T, k))
             elif SITE_KINDS[ref.site].logit_path == "mlp_down":
                 out = adapter.mlp_out_weight(ref.layer).detach().float()  # (d_model, d_mlp)
                 rows.append(_top_bottom(W, out, k))

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from maxact.capture import stream
 from maxact.config import AtlasConfig
 from maxact.corpus import TokenSource
+from maxact.dictionaries import ensure_loaded
 from maxact.engine.plan import WindowPlan
 from maxact.engine.site import SiteAccumulator
 from maxact.engine.statistic import StatisticSettings
@@ -184,7 +185,10 @@ class AtlasRun:
 
 
 def ordered_refs(adapter, config: AtlasConfig) -> list[SiteRef]:
-    """Sites in model order: by block, then METHOD.md's site order; ln_final last."""
+    """Sites in model order: by block, then METHOD.md's site order; ln_final, then derived sites last."""
+    ensure_loaded(config.derived)
     refs = adapter.site_refs(config.sites, config.layers)
     order = {s: i for i, s in enumerate(adapter.sites)}
-    return sorted(refs, key=lambda r: (r.layer if r.layer is not None else 1 << 30, order[r.site]))
+    derived = {spec.name: i for i, spec in enumerate(config.derived)}  # last, in the order given
+    return sorted(refs, key=lambda r: (r.site in derived, r.layer if r.layer is not None else 1 << 30,
+                                       derived[r.site] if r.site in derived else order[r.site]))

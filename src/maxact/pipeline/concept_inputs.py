@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,7 +24,9 @@ from maxact.analysis.categories import (
     token_spans,
 )
 from maxact.capture import stream
+from maxact.config import DEFAULT_TEXT_COLUMN
 from maxact.corpus import Corpus, CorpusInfo, TokenSource, open_corpus
+from maxact.corpus.documents import DocumentStream
 from maxact.corpus.source import JSONL
 from maxact.errors import MaxactError
 from maxact.units import SiteRef
@@ -61,13 +64,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _cut(source: TokenSource, labels: Labels, n: int | None) -> tuple[TokenSource, Labels]:
-    """The first n tokens of a source and its labels (observations beyond them never seen)."""
-    if n is None or n >= len(source):
-        return source, labels
-    return source.head(n), labels._replace(token_obs=labels.token_obs[:n])
-
-
 class TaggedSource(NamedTuple):
     source: TokenSource
     word_spans: np.ndarray  # (n_words, 2) int64 token span [first, stop) of each word
@@ -102,31 +98,83 @@ def tagged_source(path: Path, tokenizer, max_tokens: int | None) -> TaggedSource
     return TaggedSource(source, word_spans, tagged.word_tags[:n_words_kept], tagged)
 
 
-def tag_labels(ts: TaggedSource, tags: list[str], mode: str) -> Labels:
-    """in: the words whose tag is one of ``tags``; out: every other word (one observation a word)."""
-    wanted = np.isin(np.asarray(ts.tagged.tags)[ts.word_tags], tags)
-    cut = ts.word_spans[:, 1] > len(ts.source)  # a word cut by max_tokens is no observation
-    spans = np.where(cut[:, None], 0, ts.word_spans)
-    return span_labels(len(ts.source), spans, np.where(wanted, 0, 1), mode, ("in", "out"), rest_group=None)
+def tag_labels(ts: TaggedSource, tags: list[str], mode: str, against: list[str] | None = None) -> Labels:
+    """in: the words whose tag is one of ``tags``; out: the words tagged one of ``against``, or every
+    other word when None (one observation a word; a word cut by max_tokens is none)."""
+    names = np.asarray(ts.tagged.tags)[ts.word_tags]
+    rest = np.ones(len(names), dtype=bool) if against is None else np.isin(names, against)
+    group = np.where(np.isin(names, tags), 0, np.where(rest, 1, -1))
+    return span_labels(len(ts.source), ts.word_spans, group, mode, ("in", "out"), rest_group=None)
+
+
+class WordSource(NamedTuple):
+    """A corpus with the matches of a word list as the category (`maxact concept --words`)."""
+
+    source: TokenSource
+    labels: Labels  # in: each match (one observation); out: every token outside all matches
+    n_matches: int  # matches wholly inside the tokens fed
+
+
+def _word_documents(docs: Iterable[tuple[str, str]], tokenizer, phrases: list[str], max_tokens: int | None,
+                    no_token: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each document (text, where) tokenised on its own with offsets and the phrases matched in its
+    own text (never across documents): (n,) int32 tokens, (n_docs,) int64 document starts and
+    (k, 2) int64 token spans of the matches. Stops after the document that reaches max_tokens; a
+    document with no token goes to ``no_token(where)``."""
+    ids, spans, starts = [], [], []
+    n = 0
+    for text, where in docs:
+        doc_ids, offsets = tokens_with_offsets(text, tokenizer)
+        if len(doc_ids) == 0:
+            no_token(where)
+            continue
+        spans.append(token_spans(offsets, phrase_spans(text, phrases)) + n)
+        starts.append(n)
+        ids.append(doc_ids)
+        n += len(doc_ids)
+        if max_tokens is not None and n >= max_tokens:
+            break
+    if not ids:
+        raise MaxactError("the corpus has no document with a token: no word can be matched")
+    return (np.concatenate(ids).astype(np.int32), np.asarray(starts, dtype=np.int64),
+            np.concatenate(spans).reshape(-1, 2).astype(np.int64))
 
 
 def word_source(corpus_value: str, tokenizer, phrases: list[str], mode: str, *, strip_gutenberg: bool,
-                max_tokens: int | None) -> tuple[TokenSource, Labels, int]:
-    """A single-text corpus with its phrase matches as the category: in = each match (one
-    observation), out = every token outside all matches. Returns the source, labels and matches."""
-    corpus = open_corpus(corpus_value, strip_gutenberg=strip_gutenberg)
-    if not isinstance(corpus, Corpus):
-        raise MaxactError(f"--words matches words in one text (a book or a text file) or a tagged corpus; "
-                          f"{corpus_value} is a corpus of documents")
-    ids, offsets = tokens_with_offsets(corpus.text, tokenizer)
-    chars = phrase_spans(corpus.text, phrases)
-    spans = token_spans(offsets, chars)
-    info = CorpusInfo(name=corpus.name, path=corpus.path, sha256=corpus.sha256, stripped=corpus.stripped,
-                      n_tokens=len(ids))
-    source = TokenSource(ids, np.zeros(1, dtype=np.int64), info)
-    labels = span_labels(len(ids), spans, np.zeros(len(spans), dtype=np.int64), mode, ("in", "out"), rest_group=1)
-    source, labels = _cut(source, labels, max_tokens)
-    return source, labels, len(chars)
+                max_tokens: int | None, text_column: str = DEFAULT_TEXT_COLUMN,
+                skip_empty: bool = False) -> WordSource:
+    """A corpus with its phrase matches as the category: in = each match (one observation), out =
+    every token outside all matches. A single text is tokenised whole; a corpus of documents (a
+    folder, JSONL, Parquet, CSV, datasets) and a tagged corpus (its documents' words joined by
+    spaces) each document on its own, as the concept pass feeds them, so no match spans two
+    documents. max_tokens: the first N tokens; a match cut there is no observation."""
+    tagged = tagged_path(corpus_value)
+    if tagged is not None:
+        text = read_tagged(tagged)
+        docs = ((t, f"{tagged} document {i + 1}") for i, t in enumerate(text.texts))
+        tokens, starts, spans = _word_documents(docs, tokenizer, phrases, max_tokens, lambda where: None)
+        info = CorpusInfo(name=tagged.name, path=str(tagged), sha256=_sha256(tagged), n_tokens=len(tokens),
+                          format=JSONL, n_docs=len(starts), text_column="words")
+    else:
+        corpus = open_corpus(corpus_value, strip_gutenberg=strip_gutenberg, text_column=text_column,
+                             skip_empty=skip_empty)
+        if isinstance(corpus, Corpus):
+            tokens, offsets = tokens_with_offsets(corpus.text, tokenizer)
+            starts = np.zeros(1, dtype=np.int64)
+            spans = token_spans(offsets, phrase_spans(corpus.text, phrases))
+            info = CorpusInfo(name=corpus.name, path=corpus.path, sha256=corpus.sha256, stripped=corpus.stripped,
+                              n_tokens=len(tokens))
+        else:
+            stream = DocumentStream(corpus)
+            docs = ((d.text, stream.where_at(d.file, d.row)) for d in stream)
+            tokens, starts, spans = _word_documents(docs, tokenizer, phrases, max_tokens,
+                                                    lambda where: stream.skip(where, "no token"))
+            info = CorpusInfo(name=corpus.name, path=corpus.path, sha256=corpus.sha256, n_tokens=len(tokens),
+                              format=corpus.format, n_docs=len(starts), text_column=corpus.text_column,
+                              n_skipped=stream.n_skipped)
+    source = TokenSource(tokens, starts, info).head(max_tokens)
+    labels = span_labels(len(source), spans, np.zeros(len(spans), dtype=np.int64), mode, ("in", "out"), rest_group=1)
+    return WordSource(source, labels, int((spans[:, 1] <= len(source)).sum()))
 
 
 class ContrastText(NamedTuple):

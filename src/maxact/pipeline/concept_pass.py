@@ -6,6 +6,7 @@ float64 (engine/concept.py). Memory is flat in corpus length."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -57,6 +58,7 @@ class GroupPass(NamedTuple):
     n_fed: int  # corpus tokens fed to the model
     n_dropped: int  # observations left out (a span across windows, window position 0 with skip_pos0)
     seconds: float
+    stopped: bool  # on_batch stopped the pass early: the moments are of the first n_fed tokens
 
     def unit_names(self) -> list[str]:
         return [str(UnitId(r.site, r.layer, i)) for r, w in zip(self.refs, self.widths) for i in range(w)]
@@ -92,8 +94,10 @@ def observation_map(labels: Labels, plan: WindowPlan, n_tokens: int, request: Pa
 
 
 def run_concept_pass(lm, source: TokenSource, config: AtlasConfig, request: PassRequest,
-                     progress: bool = True) -> GroupPass:
-    """One pass over ``source`` with the windows, batches, sites and device of ``config``."""
+                     progress: bool = True, on_batch: Callable[[int, int], bool] | None = None) -> GroupPass:
+    """One pass over ``source`` with the windows, batches, sites and device of ``config``.
+    on_batch(tokens fed so far, tokens of the plan), called before each batch and once after the last:
+    True before a batch stops the pass there (GroupPass.stopped)."""
     if len(request.labels.token_obs) != len(source):
         raise ValueError(f"labels cover {len(request.labels.token_obs)} tokens, the source has {len(source)}")
     refs = ordered_refs(lm.adapter, config)
@@ -123,10 +127,16 @@ def run_concept_pass(lm, source: TokenSource, config: AtlasConfig, request: Pass
                 for r, w in zip(refs, widths)}
     bos_id = plan.windowing.bos_id
     first = 0 if bos_id is None else 1
-    bar = tqdm(total=plan.n_tokens(), unit="tok", unit_scale=True, desc="concept", disable=not progress)
+    total = plan.n_tokens()
+    bar = tqdm(total=total, unit="tok", unit_scale=True, desc="concept", disable=not progress)
     t0 = time.perf_counter()
+    fed, stopped = 0, False
     for windows in plan.batches:
+        if on_batch is not None and on_batch(fed, total):
+            stopped = True
+            break
         T = int(plan.length[windows[0]])
+        fed += len(windows) * T
         pos = plan.starts[windows][:, None] + np.arange(T)  # (W, T) int64 corpus positions
         batch_obs = BatchObservations.of(obs_map, pos, device)
         ids = torch.from_numpy(source.tokens[pos].astype(np.int64))  # (W, T)
@@ -149,15 +159,17 @@ def run_concept_pass(lm, source: TokenSource, config: AtlasConfig, request: Pass
             if fused:
                 accs[None].update(buf.reshape(-1, buf.shape[2]), batch_obs)
         bar.update(len(windows) * T)
+    if on_batch is not None and not stopped:
+        on_batch(fed, total)  # the last progress: every token fed
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     bar.close()
-    return _result(refs, widths, accs, request, fused, plan, dropped, seconds)
+    return _result(refs, widths, accs, request, fused, fed, dropped, seconds, stopped)
 
 
-def _result(refs, widths, accs, request: PassRequest, fused: bool, plan: WindowPlan, dropped: int,
-            seconds: float) -> GroupPass:
+def _result(refs, widths, accs, request: PassRequest, fused: bool, fed: int, dropped: int, seconds: float,
+            stopped: bool) -> GroupPass:
     ordered = [accs[None]] if fused else [accs[r] for r in refs]
     count = ordered[0].moments.count.cpu().numpy().astype(np.int64)
     mean = np.concatenate([a.moments.mean.cpu().numpy() for a in ordered], axis=1)
@@ -177,4 +189,4 @@ def _result(refs, widths, accs, request: PassRequest, fused: bool, plan: WindowP
         acc, i = (accs[None], k) if fused else (accs[site], 0)
         values, ids = acc.probe_matrix(i)
         probes.append(ProbeData(site, values, request.labels.obs_group[ids]))
-    return GroupPass(refs, widths, count, mean, m2, hist, probes, plan.n_tokens(), dropped, seconds)
+    return GroupPass(refs, widths, count, mean, m2, hist, probes, fed, dropped, seconds, stopped)

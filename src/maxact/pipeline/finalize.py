@@ -18,12 +18,13 @@ from maxact.analysis.context_shares import (
     measured_contexts,
 )
 from maxact.analysis.refstat import merge_ranked, token_shares, win_probabilities
-from maxact.config import AtlasConfig
+from maxact.config import DERIVED, AtlasConfig
 from maxact.corpus import CorpusInfo, TokenSource
 from maxact.engine.bands import PER_BAND, SAMPLE_SHIFT
 from maxact.engine.context_pass import gather_shifted
 from maxact.engine.logit_effects import logit_effects
 from maxact.engine.moments import HIST_STRIDE
+from maxact.engine.neighbors import nearest_neurons
 from maxact.engine.plan import WindowPlan
 from maxact.engine.site import SiteAccumulator
 from maxact.engine.topk import C_AFTER, C_BEFORE
@@ -100,6 +101,9 @@ def finalize(lm, source: TokenSource, corpus: CorpusInfo, config: AtlasConfig, r
     shifted = ShiftedMeasure(lm, source, plan.windowing, refs, config.windows_per_batch) if config.context_pass else None
     arrays = build_arrays(accs, tokens, fed, type_ids, type_counts, geometry, shifted)
     arrays.update({name + ".npy": v for name, v in logit_effects(lm.adapter, refs, config.logit_k).items()})
+    for spec in config.derived:  # each derived unit's nearest neurons (docs/DIRECTIONS.md)
+        ids, cosines = nearest_neurons(lm.adapter, spec, DERIVED.neighbors)
+        arrays[F.near_units_file(spec.name)], arrays[F.near_cosines_file(spec.name)] = ids, cosines
     arrays[F.TOKENS] = tokens.astype(np.int32)
     arrays[F.DOC_STARTS] = np.asarray(source.doc_starts, dtype=np.int64)
     manifest = manifest_for(lm, refs, config, replace(corpus, n_tokens=len(tokens)), geometry)
@@ -242,6 +246,7 @@ def manifest_for(lm, refs: list[SiteRef], config: AtlasConfig, corpus: CorpusInf
         n_units=offset,
         sites=tuple(sites),
         bands=BandSampling(per_band=PER_BAND, one_in=1 << SAMPLE_SHIFT, hash="splitmix64", seed=config.seed),
+        derived=config.derived,
     )
 
 

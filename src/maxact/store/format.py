@@ -48,6 +48,13 @@ LOGIT_BOTTOM_IDS, LOGIT_BOTTOM_VALUES = "logit_bottom_ids.npy", "logit_bottom_va
 BAND_POSITIONS = "band_positions.npy"  # (U, B, R) int64, -1: empty
 BAND_VALUES = "band_values.npy"  # (U, B, R) float32, NaN: empty
 BAND_EDGES = "band_edges.npy"  # (B + 1,) float64: band 0 holds x <= 0, band b >= 1 the x > 0 in [edge b, edge b+1)
+# derived sites only (docs/DIRECTIONS.md): per unit of site NAME, its nearest neurons by |cosine|
+def near_units_file(name: str) -> str:
+    return f"near_{name}_units.npy"  # (width, N) unicode unit ids, nearest first
+
+
+def near_cosines_file(name: str) -> str:
+    return f"near_{name}_cosines.npy"  # (width, N) float32 signed cosines, aligned with the ids
 
 
 class RankedFiles(NamedTuple):

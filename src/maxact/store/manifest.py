@@ -4,10 +4,13 @@ places that know the JSON keys (docs/STORE.md). Standard library only."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from maxact.corpus import CorpusInfo
+from maxact.derived import DerivedSpec, register_derived_kind
 from maxact.errors import MaxactError
 from maxact.store import format as F
 from maxact.units import SiteRef, UnitId
@@ -136,6 +139,7 @@ class Manifest:
     files: dict[str, FileInfo] = field(default_factory=dict)
     bands: BandSampling | None = None  # None: an atlas made before activation bands
     documents: DocumentLayout | None = None  # None: an atlas made before documents (one, no BOS)
+    derived: tuple[DerivedSpec, ...] = ()  # derived sites (docs/DIRECTIONS.md), also among ``sites``
     format: str = F.FORMAT_NAME
     schema_version: int = F.SCHEMA_VERSION
 
@@ -165,6 +169,8 @@ class Manifest:
             d["documents"] = asdict(self.documents)
         if self.bands is not None:
             d["bands"] = asdict(self.bands)
+        if self.derived:
+            d["derived"] = [spec.to_json() for spec in self.derived]
         if self.windows is not None:
             d["windows"] = self.windows
         if self.merged_from is not None:
@@ -208,6 +214,7 @@ class Manifest:
                 documents=(None if d.get("documents") is None
                            else _from(DocumentLayout, d["documents"], f"{what}: documents")),
                 files={k: _from(FileInfo, v, f"{what}: file {k}") for k, v in files.items()},
+                derived=tuple(DerivedSpec.from_json(x, f"{what}: derived site") for x in d.get("derived") or ()),
             )
             manifest.check_rows(what)
             return manifest
@@ -215,3 +222,14 @@ class Manifest:
             raise MaxactError(f"{what} lacks {e.args[0]!r}: the atlas is corrupt; rebuild it") from None
         except (TypeError, ValueError) as e:
             raise MaxactError(f"{what} has a malformed field ({e}): the atlas is corrupt; rebuild it") from None
+
+
+def register_recorded_sites(atlas_dir: Path) -> None:
+    """Register the derived sites an atlas's manifest.json records, without checking the rest (the
+    command that opens the atlas reports any fault)."""
+    try:
+        parsed = json.loads((atlas_dir / F.MANIFEST).read_text())
+        for d in parsed.get("derived") or ():
+            register_derived_kind(DerivedSpec.from_json(d))
+    except (OSError, ValueError, AttributeError, MaxactError):
+        return

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from maxact.derived import register_derived_kind
 from maxact.errors import MaxactError, choices_text
 from maxact.store import format as F
 from maxact.store.manifest import FileInfo, Manifest, SiteInfo
@@ -35,6 +36,8 @@ class Atlas:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise MaxactError(f"{mpath} is corrupt ({e}); rebuild the atlas") from None
         self.manifest: Manifest = Manifest.from_json(parsed, str(mpath))
+        for spec in self.manifest.derived:  # NAME:i becomes a unit id (no weights needed to read)
+            register_derived_kind(spec)
         self._arrays: dict[str, np.ndarray] = {}
         self._spaces: dict[int, StartSpace] = {}  # start_space by window length
         for name in self.manifest.files:

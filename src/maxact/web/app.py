@@ -46,10 +46,11 @@ class Viewer:
 
     def __init__(self, atlas_dir, model=None):
         self.atlas = Atlas(atlas_dir)  # MaxactError for a missing or corrupt atlas
+        derived = self.atlas.manifest.derived
         if model is None or isinstance(model, str):
-            self.live_model = LiveModel(model or self.atlas.manifest.model.name)
+            self.live_model = LiveModel(model or self.atlas.manifest.model.name, derived=derived)
         else:  # an already loaded model (tests)
-            self.live_model = LiveModel(loaded=model)
+            self.live_model = LiveModel(loaded=model, derived=derived)
         self.jobs = JobQueue(self.live_model.with_model)
 
     def warm(self) -> None:
@@ -135,9 +136,10 @@ class Viewer:
         if not 1 <= top <= 1000:
             raise HTTPError(400, f"top must be 1..1000, got {top}")
         try:
-            return concept_page(self.atlas, tokens, (site,) if site else None, top)
+            page = concept_page(self.atlas, tokens, (site,) if site else None, top)
         except MaxactError as e:
             raise HTTPError(400, str(e)) from None
+        return {**page, "probe_max_tokens": self.jobs.limits.max_probe_tokens}  # the probe job's cap
 
     def site(self, name: str, page: int = 1, per_page: int = 50) -> dict:
         self.site_exists(name)
@@ -271,6 +273,36 @@ class Viewer:
             return context_curves(lm, self.atlas, unit, examples).to_json()
 
         return self._submit("context", {"unit": str(unit), "examples": examples}, run)
+
+    def start_concept_probe(self, body: dict) -> dict:
+        """POST /api/concept/probe {"token": [...], "site", "tokens"}: `maxact concept ATLAS --token ...
+        --sites KIND --layers N --probe --max-tokens TOKENS` as a job, over the first TOKENS tokens
+        of the atlas's corpus (at most JOBS.max_probe_tokens)."""
+        from maxact.analysis.categories import token_ids_for
+
+        tokens = body.get("token")
+        if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t for t in tokens):
+            raise HTTPError(400, "give the category's token texts as a list in \"token\", e.g. [\" not\", \" never\"]")
+        try:
+            token_ids_for(self.atlas.vocab, tokens)
+        except MaxactError as e:
+            raise HTTPError(400, str(e)) from None
+        site = self.atlas.manifest.site(body.get("site")) if isinstance(body.get("site"), str) else None
+        if site is None:
+            names = ", ".join(s.name for s in self.atlas.sites[:4])
+            raise HTTPError(400, f"give one site of this atlas in \"site\" (the probe reads all its units), e.g. "
+                                 f"{names}; got {body.get('site')!r}")
+        cap = self.jobs.limits.max_probe_tokens
+        n_tokens = body.get("tokens", cap)
+        if not isinstance(n_tokens, int) or isinstance(n_tokens, bool) or not 1 <= n_tokens <= cap:
+            raise HTTPError(400, f"tokens must be a whole number from 1 to {cap}, got {n_tokens!r}")
+
+        def run(lm, should_stop, progress):
+            from maxact.commands.concept_cmd import probe_job
+
+            return probe_job(lm, self.atlas, tuple(tokens), site.ref, n_tokens, should_stop, progress)
+
+        return self._submit("concept-probe", {"token": tokens, "site": site.name, "tokens": n_tokens}, run)
 
     def job(self, job_id: str) -> dict:
         job = self.jobs.get(job_id)

@@ -23,10 +23,12 @@ class TooLong(MaxactError):
 class LiveModel:
     """A lazily loaded model (``name`` as `load_model` takes it, or an already loaded one)."""
 
-    def __init__(self, name: str | None = None, loaded=None):
+    def __init__(self, name: str | None = None, loaded=None, derived=()):
         self.name = name if loaded is None else loaded.name
         self._lm = loaded
         self._lock = threading.Lock()
+        self._derived = tuple(derived)  # the atlas's derived sites: their weights load with the model
+        self._derived_ready = not self._derived
 
     @property
     def loaded(self) -> bool:
@@ -42,6 +44,11 @@ class LiveModel:
             self._lm = load_model(self.name)
             if self._lm.tokenizer is None:
                 raise MaxactError(f"model {self.name!r} has no tokenizer; live text needs one")
+        if not self._derived_ready:  # from the paths the atlas recorded, checked by hash
+            from maxact.dictionaries import ensure_loaded
+
+            ensure_loaded(self._derived)
+            self._derived_ready = True
         return self._lm
 
     def with_model(self, fn):

@@ -158,12 +158,12 @@ class ViewerHTTPServer(HTTPServer):
         self.connections.close()
 
 
-POST_PATHS = ("/api/live", "/api/ascend", "/api/context", "/api/job/<id>/cancel")
+POST_PATHS = ("/api/live", "/api/ascend", "/api/context", "/api/concept/probe", "/api/job/<id>/cancel")
 
 
 def _allow(path: str) -> str:
     """The Allow header of a 405: the methods ``path`` takes."""
-    posts = path in POST_PATHS[:3] or (path.startswith("/api/job/") and path.endswith("/cancel"))
+    posts = path in POST_PATHS[:-1] or (path.startswith("/api/job/") and path.endswith("/cancel"))
     return "POST" if posts else "GET, HEAD"
 
 
@@ -348,6 +348,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self._json(v.start_ascend(self._json_object_body()), status=202)
             if path == "/api/context":
                 return self._json(v.start_context(self._json_object_body()), status=202)
+            if path == "/api/concept/probe":
+                return self._json(v.start_concept_probe(self._json_object_body()), status=202)
             if path.startswith("/api/job/") and path.endswith("/cancel"):
                 return self._json(v.cancel_job(unquote(path[len("/api/job/"):-len("/cancel")])))
             raise HTTPError(405, f"{path} does not take POST; only {', '.join(POST_PATHS)} do")
@@ -394,6 +396,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(v.job(unquote(path[len("/api/job/"):])))
         if path in ("/api/ascend", "/api/context"):
             raise HTTPError(405, f"POST a JSON object {{\"unit\": ...}} to {path}")
+        if path == "/api/concept/probe":
+            raise HTTPError(405, "POST a JSON object {\"token\": [...], \"site\": ..., \"tokens\": N} to /api/concept/probe")
         raise HTTPError(404, f"there is no page {path!r} here; start from the overview at /")
 
     def _body_length(self) -> int:

@@ -16,6 +16,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from maxact.dictionaries import check_base, is_derived, loaded
 from maxact.errors import MaxactError, choices_text
 from maxact.units import SITE_KINDS, SiteRef
 
@@ -116,11 +117,22 @@ class Adapter:
 
     def site_hook(self, ref: SiteRef) -> SiteHook:
         self.check_site(ref)
+        if is_derived(ref.site):  # read the base site, then encode (maxact/dictionaries.py)
+            dictionary = loaded(ref.site)
+            base = self.site_hook(dictionary.spec.base_ref)
+            return SiteHook(base.module_path, base.reads, dictionary.spec.width,
+                            take=_then_encode(base.take, dictionary))
         if ref.site == "ln_final":
             return SiteHook(self.final_norm_path(), "output", self.d_model)
         return self._site_hook(ref.site, ref.layer)
 
     def check_site(self, ref: SiteRef) -> None:
+        if is_derived(ref.site):
+            spec = loaded(ref.site).spec
+            base = spec.base_ref
+            self.check_site(base)
+            check_base(spec, self.site_hook(base).width)
+            return
         if ref.site not in self.sites:
             raise MaxactError(
                 f"site {ref.site!r} is not available for {self.family}; valid sites: {choices_text(self.sites)}"
@@ -139,7 +151,9 @@ class Adapter:
         """All SiteRefs for the given sites (default: all) and layers (default: all blocks)."""
         sites = list(self.sites) if sites is None else list(sites)
         for s in sites:
-            if s not in self.sites:
+            if is_derived(s):
+                self.check_site(SiteRef(s, None))
+            elif s not in self.sites:
                 raise MaxactError(f"unknown site {s!r}; valid sites: {choices_text(self.sites)}")
         layers = list(range(self.n_layers)) if layers is None else list(layers)
         for layer in layers:
@@ -163,6 +177,15 @@ class Adapter:
         if SITE_KINDS[ref.site].per_head:
             return f"head {index // self.d_head}, dim {index % self.d_head}"
         return ""
+
+
+def _then_encode(take, dictionary) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A ``take`` for a derived site: the base site's own cut, then the dictionary's encoding."""
+
+    def encode(raw: torch.Tensor) -> torch.Tensor:  # (B, T, raw) -> (B, T, width) float32
+        return dictionary.encode(raw if take is None else take(raw))
+
+    return encode
 
 
 def split_heads_take(start: int, width: int) -> Callable[[torch.Tensor], torch.Tensor]:

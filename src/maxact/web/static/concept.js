@@ -1,7 +1,9 @@
 // Concepts: every unit against a category of tracked token types, from the atlas alone
 // (`maxact concept ATLAS --token ...`; JSON twin /api/concept). A form, a volcano plot of every
-// unit tested, the units ranked by Welch's t linking to their pages.
+// unit tested, the units ranked by Welch's t linking to their pages; and a probe over all units of
+// one site, fitted by a job in the server (POST /api/concept/probe, polled at /api/job/<id>).
 import {h, api, clear, num, int, unitLink, section, queryParam} from "./dom.js";
+import {runJob, panelForm, numberInput} from "./jobs.js";
 
 const EXAMPLE = [" not", " never"];
 
@@ -15,8 +17,8 @@ export async function renderConcept(app) {
     h("h1", {}, "Concepts across every unit"),
     h("p", {class: "meta"}, "How well each unit separates a category of tokens from every other token: Welch's t, ",
       "its p, Benjamini-Hochberg q over all units tested, Cohen's d and AUROC, from the atlas's per-type ",
-      "moments (the tokens must be among the types it tracks). Word lists, part-of-speech tags, contrast ",
-      "sets and probes run the model: `maxact concept` on the command line."),
+      "moments (the tokens must be among the types it tracks). The probe below runs the model over the ",
+      "atlas's corpus; word lists, part-of-speech tags and contrast sets: `maxact concept` on the command line."),
     form(tokens.length ? tokens : EXAMPLE, site, top, o.kinds)));
   if (!tokens.length) return;
   const params = new URLSearchParams({top: String(top)});
@@ -42,6 +44,44 @@ export async function renderConcept(app) {
       h("thead", {}, h("tr", {}, ["#", "unit", "mean in", "mean out", "t", "p", "q", "d", "AUROC"].map((k, i) =>
         h("th", {class: i === 1 ? "" : "num"}, k)))),
       h("tbody", {}, rows))));
+  const sites = o.cells.filter((cell) => !site || cell.kind === site).map((cell) => cell.site);
+  const first = c.units.length ? c.units[0].unit.split(":")[0] : sites[0];
+  app.appendChild(section("Probe: all units of one site at once",
+    probePanel(tokens, sites, first, c.probe_max_tokens)));
+}
+
+function probePanel(tokens, sites, site, maxTokens) {
+  const out = h("div", {class: "job-out"});
+  const select = h("select", {name: "probe_site", "aria-label": "site"},
+    sites.map((s) => h("option", {value: s, selected: s === site}, s)));
+  const fields = [h("label", {}, "site ", select), numberInput("tokens", Math.min(4096, maxTokens), 1, maxTokens)];
+  const form = panelForm(fields, "Fit probe", async (status, cancel) => {
+    clear(out);
+    const n = parseInt(form.querySelector("[name=tokens]").value, 10);
+    await runJob("/api/concept/probe", {token: tokens, site: select.value, tokens: n}, status,
+      (r) => out.appendChild(probeResult(r)), cancel, "tokens");
+  });
+  return [h("p", {class: "hint"}, "L2- and L1-regularised logistic regression over every unit of the site, on the ",
+    `first tokens of the atlas's corpus (at most ${int(maxTokens)}): 5-fold cross-validated accuracy against `,
+    "the majority baseline, the units with the largest weights, and the Spearman rank agreement between |weight| ",
+    "and |t| (`maxact concept --probe`). Runs in the server, bounded to two minutes."), form, out];
+}
+
+function probeResult(r) {
+  const p = r.probe;
+  const row = (name, value, note) => h("tr", {}, h("th", {}, name), h("td", {class: "num"}, value), h("td", {}, note));
+  const links = (list, value) => list.map((u, i) => [i ? ", " : "", unitLink(u.unit), ` (${value(u)})`]);
+  return h("div", {},
+    h("p", {}, `${r.category}: ${int(p.n_in)} observations in the category and ${int(p.n_out)} others drawn from `,
+      `${int(r.n_fed)} tokens fed` + (r.stopped ? " (stopped early at the time limit: fewer tokens than asked)" : "")),
+    h("table", {class: "data compact probe"}, h("tbody", {},
+      row("L2 accuracy", num(p.l2.accuracy, 3), `± ${num(p.l2.accuracy_std, 2)} over ${p.folds} folds`),
+      row("L1 accuracy", num(p.l1.accuracy, 3), `± ${num(p.l1.accuracy_std, 2)}, ${int(p.l1.nonzero)} units non-zero`),
+      row("majority baseline", num(p.baseline, 3), "always answering the larger class"),
+      row("Spearman |w| vs |t|", num(p.spearman_abs_weight_abs_t, 3), "rank agreement of probe weights and t-tests"))),
+    h("p", {}, "Largest standardised L2 weights: ", links(p.top_units, (u) => num(u.weight, 3))),
+    h("p", {}, "Largest t at this site (same pass): ", links(r.top_t, (u) => num(u.t, 3))),
+    h("p", {class: "hint"}, r.source));
 }
 
 function form(tokens, site, top, kinds) {

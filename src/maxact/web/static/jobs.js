@@ -5,7 +5,7 @@ import {h, api, clear, num, tok, errorBox} from "./dom.js";
 
 const POLL_MS = 400;
 
-async function runJob(path, body, status, onDone, cancelButton) {
+export async function runJob(path, body, status, onDone, cancelButton, counted = "steps") {
   const started = await api(path, body);
   let cancelled = false;
   cancelButton.disabled = false;
@@ -17,7 +17,7 @@ async function runJob(path, body, status, onDone, cancelButton) {
   for (;;) {
     const job = await api(started.url);
     const p = job.progress || {};
-    status.textContent = job.state === "running" && p.of ? `running: ${p.done} of ${p.of} steps` :
+    status.textContent = job.state === "running" && p.of ? `running: ${p.done} of ${p.of} ${counted}` :
       job.state === "queued" ? "waiting for the model…" : job.state === "running" ? "running…" : "";
     if (!["queued", "running"].includes(job.state)) {
       cancelButton.disabled = true;
@@ -32,7 +32,7 @@ async function runJob(path, body, status, onDone, cancelButton) {
   }
 }
 
-function panelForm(fields, label, onSubmit) {
+export function panelForm(fields, label, onSubmit) {
   const status = h("span", {class: "status", role: "status"});
   const go = h("button", {type: "submit"}, label);
   const cancel = h("button", {type: "button", disabled: ""}, "Cancel");
@@ -46,7 +46,7 @@ function panelForm(fields, label, onSubmit) {
   return form;
 }
 
-function numberInput(name, value, min, max) {
+export function numberInput(name, value, min, max) {
   return h("label", {}, `${name} `, h("input", {type: "number", name, value: String(value), min: String(min),
     max: String(max), class: "narrow"}));
 }

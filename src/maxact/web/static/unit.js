@@ -20,6 +20,7 @@ export async function renderUnit(app) {
       "That is an attention-sink artefact of the first token of every window, not a preference for a token. ",
       "With position 0 excluded, the top token is ", tok(x.top_token_text), ` with ${pct(x.top_share)} of wins.`));
   }
+  if (p.derived) app.appendChild(section(p.derived.kind === "sae" ? "SAE latent" : "Direction", derivedBlock(p.derived)));
   app.appendChild(h("div", {class: "grid2"},
     section("Reference statistic", tallyBlock(p)),
     section("Activations", statsBlock(p, scale))));
@@ -177,5 +178,23 @@ function neighboursBlock(p) {
     h("p", {}, n.prev ? unitLink(n.prev) : "—", "  ·  ", n.next ? unitLink(n.next) : "—"),
     n.same_index.length ? h("p", {class: "hint"}, "The same index at other sites (same site kind, or same block):") : null,
     h("div", {class: "chips"}, n.same_index.map((u) => h("span", {class: "chip"}, unitLink(u)))),
+  ];
+}
+
+function derivedBlock(d) {
+  const what = d.kind === "sae"
+    ? `Latent of a ${d.architecture} sparse autoencoder${d.k ? ` (k = ${d.k})` : ""}, one of ${int(d.width)}`
+    : `Dot product with one of ${int(d.width)} directions`;
+  const max = Math.max(1e-9, ...d.nearest_neurons.map((n) => Math.abs(n.cosine)));
+  return [
+    h("p", {}, `${what}, read at `, h("strong", {}, d.base), ". "),
+    h("p", {class: "hint"}, `Weights: ${d.path} (sha256 ${d.sha256.slice(0, 12)}…)`),
+    h("p", {}, "Density (share of tokens where it is above 0): ", h("strong", {}, pct(d.density))),
+    h("h3", {}, "Nearest neurons (cosine with its decoder row)"),
+    h("table", {class: "data compact"}, h("tbody", {}, d.nearest_neurons.map((n) => h("tr", {},
+      h("td", {}, n.in_atlas ? unitLink(n.unit) : n.unit), h("td", {class: "num"}, num(n.cosine, 3)),
+      h("td", {}, smallBar(Math.abs(n.cosine), max, {width: 80, color: n.cosine < 0 ? "#3b7fb8" : "#e0703a"})))))),
+    h("p", {class: "hint"}, "On the residual stream: the MLP neurons whose output directions lie closest; " +
+      "elsewhere: the site's own coordinates. Ranked by |cosine|, sign kept (docs/DIRECTIONS.md)."),
   ];
 }
