@@ -269,3 +269,45 @@ def test_optimise_and_context_panels_run_jobs(page):
     assert ctx_rows.nth(0).locator("td").nth(1).text_content().strip() == str(first["k50"] if first["k50"] is not None else "–")
     fits_width(page)
     page.watch.check()
+
+
+# ---- derived sites (docs/DIRECTIONS.md) ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def derived_site(tmp_path_factory):
+    atlas_dir, model_dir = build_viewer_atlas(tmp_path_factory.mktemp("viewer-derived"), directions=4)
+    server, url = start_server(atlas_dir, model_dir)
+    yield url
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_direction_unit_page_and_the_home_page(browser, derived_site):
+    context = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT})
+    pg = context.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    try:
+        pg.goto(derived_site + "/unit/dirs:2")
+        ready(pg)
+        page_json = json.loads(pg.request.get(derived_site + "/api/unit/dirs:2").text())
+        near = page_json["derived"]["nearest_neurons"]
+        section = pg.locator("section", has=pg.locator("h2", has_text="Direction"))
+        assert section.count() == 1
+        text = section.text_content()
+        assert "Dot product with one of 4 directions" in text and "L1.resid_pre" in text
+        assert f"{page_json['derived']['density'] * 100:.1f}%" in text
+        rows = section.locator("table tbody tr")
+        assert rows.count() == len(near) == 8
+        first = rows.first.locator("a")  # a link where the neuron's site is in the atlas
+        assert rows.first.text_content().startswith(near[0]["unit"])
+        assert first.count() == (1 if near[0]["in_atlas"] else 0)
+        fits_width(pg)
+        pg.goto(derived_site + "/")
+        ready(pg)
+        overview = json.loads(pg.request.get(derived_site + "/api/overview").text())
+        assert "dirs" in [c["site"] for c in overview["cells"]]
+        assert pg.locator("svg.heatmap a.cell").count() == len(overview["cells"])
+        assert not errors, errors
+    finally:
+        context.close()

@@ -47,8 +47,13 @@ def corpus_text(n: int = 700, seed: int = 0) -> str:
     return " ".join(out) + "\n"
 
 
-def build_viewer_atlas(root: Path) -> tuple[Path, str]:
-    """(atlas dir, model folder) under root."""
+def build_viewer_atlas(root: Path, directions: int = 0) -> tuple[Path, str]:
+    """(atlas dir, model folder) under root; ``directions`` > 0 adds a derived site ``dirs`` of that
+    many seeded random directions of ``L1.resid_pre`` (docs/DIRECTIONS.md)."""
+    from dataclasses import replace
+
+    import numpy as np
+
     from maxact.config import AtlasConfig
     from maxact.corpus import load_corpus, tokenize_corpus
     from maxact.models.loading import load_model
@@ -61,6 +66,12 @@ def build_viewer_atlas(root: Path) -> tuple[Path, str]:
     source = tokenize_corpus(load_corpus(text_path), lm.tokenizer)
     config = AtlasConfig(model=model_dir, corpus=str(text_path), seq=32, k=8, k_ctx=4, max_types=64,
                          windows_per_batch=4, ref_batch=4, ref_samples=200, seed=0)
+    if directions:
+        from maxact.dictionaries import load_options
+
+        np.save(root / "dirs.npy", np.random.default_rng(0).standard_normal((directions, lm.adapter.d_model)))
+        spec = load_options((f"dirs={root / 'dirs.npy'}@L1.resid_pre",))[0]
+        config = replace(config, sites=config.sites + ("dirs",), derived=(spec,))
     out = root / "atlas"
     build_atlas(lm, source, config, out, progress=False, echo=lambda m: None)
     return out, model_dir
