@@ -281,11 +281,22 @@ def anova_json(table: AnovaTable, top: int | None = None, histograms: list[dict]
             "histograms": histograms or []}
 
 
+def volcano_points(s: Separation) -> tuple[np.ndarray, np.ndarray]:
+    """(drawn (U,) bool, -log10 p (U,) float64) of a volcano plot: a unit is drawn when its d and p
+    are defined; p of 0 (beyond float64) is drawn at the smallest positive p, or at the smallest
+    positive float64 when every p is 0."""
+    floor = np.nanmin(np.where(s.p > 0, s.p, np.nan)) if (s.p > 0).any() else np.finfo(np.float64).tiny
+    with np.errstate(invalid="ignore"):
+        logp = -np.log10(np.where(s.p > 0, s.p, floor))
+    return np.isfinite(s.d) & np.isfinite(s.p), logp
+
+
 def concept_page(atlas: Atlas, token_texts: list[str], sites: tuple[str, ...] | None = None, top: int = 50) -> dict:
     """The viewer's concept page (`/api/concept`): ``table_json`` of a category of tracked token
     types answered from the atlas alone (the first ``top`` units), and ``volcano``: Cohen's d and
-    -log10 p of every unit tested (p of 0 drawn at the smallest positive p), in the table's unit
-    order before sorting, with the units' ids."""
+    -log10 p of every unit tested whose d and p are defined (p of 0 drawn at the smallest positive
+    p, or at the smallest positive float64 when every p is 0), in the table's unit order before
+    sorting, with the units' ids."""
     from maxact.analysis.categories import token_ids_for
 
     ids = token_ids_for(atlas.vocab, token_texts)
@@ -301,9 +312,7 @@ def concept_page(atlas: Atlas, token_texts: list[str], sites: tuple[str, ...] | 
                          names, groups, separation(groups), AUROC_BINORMAL)
     out = table_json(table, top)
     s = table.stats
-    floor = np.nanmin(np.where(s.p > 0, s.p, np.nan)) if (s.p > 0).any() else 1.0
-    logp = -np.log10(np.where(s.p > 0, s.p, floor))
-    ok = np.isfinite(s.d) & np.isfinite(logp)
+    ok, logp = volcano_points(s)
     out["volcano"] = {"units": [names[i] for i in np.nonzero(ok)[0]],
                       "d": np.round(s.d[ok], 4).tolist(), "logp": np.round(logp[ok], 3).tolist(),
                       "q_below": (s.q[ok] < CONCEPT.q_threshold).astype(int).tolist(),

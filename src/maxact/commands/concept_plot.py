@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from maxact.analysis.concept import AnovaTable, ConceptTable, by_decreasing  # noqa: E402
+from maxact.analysis.concept import AnovaTable, ConceptTable, by_decreasing, volcano_points  # noqa: E402
 from maxact.errors import MaxactError  # noqa: E402
 from maxact.plot import image_format  # noqa: E402
 
@@ -28,13 +28,11 @@ def _image(fig, path) -> bytes:
 
 
 def volcano_png(path, table: ConceptTable, q_threshold: float) -> bytes:
-    """x: Cohen's d; y: -log10 p (p of 0 drawn at the smallest positive p); units with q below the
-    threshold in colour, the most extreme t named."""
+    """x: Cohen's d; y: -log10 p (analysis/concept.py's ``volcano_points``: p of 0 drawn at the smallest
+    positive p, units with an undefined d or p left out); units with q below the threshold in colour,
+    the most extreme t named."""
     s = table.stats
-    p = np.where(s.p > 0, s.p, np.nan)
-    floor = np.nanmin(p) if np.isfinite(p).any() else 1.0
-    y = -np.log10(np.where(s.p > 0, s.p, floor))
-    ok = np.isfinite(s.d) & np.isfinite(y)
+    ok, y = volcano_points(s)
     hit = ok & (s.q < q_threshold)
     fig, ax = plt.subplots(figsize=(7, 5))
     ax.scatter(s.d[ok & ~hit], y[ok & ~hit], s=3, c="#9aa4b1", alpha=0.5, linewidths=0,
