@@ -102,13 +102,20 @@ def register_derived_kind(spec: DerivedSpec) -> SiteKind:
 
 
 class DirectionsOption:
-    """``--directions NAME=FILE@SITE``, parsed (syntax only)."""
+    """``--directions NAME=FILE@SITE`` (or ``NAME=FILE.safetensors`` whose metadata records the
+    site), parsed."""
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, recorded_site=None):
+        """recorded_site(file) -> the site a .safetensors file records in its metadata, or None: used
+        when SITE is left out (`maxact concept --save-direction` records it)."""
         option = f"--directions {text}"
         name, eq, rest = text.partition("=")
         file, at, site = rest.rpartition("@")
-        if not eq or not at or not name or not file or not site:
+        if not at and rest.endswith(".safetensors") and recorded_site is not None:
+            file, site = rest, recorded_site(Path(rest.strip()).expanduser()) or ""
+            if not site:
+                raise MaxactError(f"{option}: {rest} records no site in its metadata; write NAME=FILE@SITE")
+        if not eq or not name or not file or not site:
             raise MaxactError(f"{option}: write NAME=FILE@SITE, e.g. probe=dirs.npy@L6.resid_pre")
         self.name = check_name(name.strip(), option)
         self.file = Path(file.strip()).expanduser()

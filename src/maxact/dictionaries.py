@@ -34,6 +34,8 @@ from maxact.units import SITE_KINDS
 SAE_CONFIG = "cfg.json"
 SAE_WEIGHTS = "sae_weights.safetensors"
 SAE_TENSORS = ("W_enc", "b_enc", "W_dec", "b_dec")
+# the tensors `maxact concept --save-direction` writes, in the order of its .npy rows
+CONCEPT_DIRECTIONS = ("probe", "mean_diff")
 # SAELens's normalize_activations values; only "none" keeps the base activations as they are
 NORMALIZATIONS_SUPPORTED = ("none",)
 
@@ -153,11 +155,24 @@ def _safetensors_matrix(path: Path, what: str) -> np.ndarray:
         raise MaxactError(f"{what}: {path.name} is not a readable safetensors file ({e})") from None
     if "directions" in tensors:
         return tensors["directions"]
+    if set(tensors) == set(CONCEPT_DIRECTIONS):  # `maxact concept --save-direction`: rows in that order
+        return np.stack([tensors[k] for k in CONCEPT_DIRECTIONS])
     two_d = [k for k, v in tensors.items() if v.ndim == 2]
     if len(two_d) != 1:
         raise MaxactError(f"{what}: {path.name} holds the tensors {choices_text(sorted(tensors))}; name the one "
                           f"to read 'directions' (or keep a single 2-D tensor)")
     return tensors[two_d[0]]
+
+
+def recorded_site(path: Path) -> str | None:
+    """The site a directions .safetensors file records in its metadata (``site``), if any."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "np") as f:
+            return (f.metadata() or {}).get("site")
+    except (SafetensorError, OSError, ValueError):
+        return None
 
 
 def load_sae(option: SaeOption) -> Dictionary:
@@ -240,7 +255,7 @@ def site_of_hook(hook_name: str, what: str) -> str:
 def load_options(directions=(), saes=(), taken=()) -> list[DerivedSpec]:
     """Parse, load and register every ``--directions`` and ``--sae`` (strings); returns their specs in
     order. ``taken``: names already given by other options of the same command."""
-    options = [DirectionsOption(t) for t in directions] + [SaeOption(t) for t in saes]
+    options = [DirectionsOption(t, recorded_site) for t in directions] + [SaeOption(t) for t in saes]
     check_unique(list(taken) + [o.name for o in options])
     out = []
     for o in options:

@@ -410,3 +410,30 @@ def test_pca_directions_read_back_as_units(case, tmp_path):
     centred = x - x.mean(0)
     variances = ((centred @ rows.T) ** 2).mean(0)
     assert variances[0] >= variances[1] >= variances[2]
+
+
+def test_concept_probe_directions_read_back_as_units(case, tmp_path):
+    """`concept --probe --save-direction` writes [probe, mean_diff]; both files read back as units, the
+    .safetensors one without @SITE (its metadata records the site)."""
+    root, model, corpus, _, _ = case
+    for name in ("d.npy", "d.safetensors"):
+        r = run_cli("concept", "--model", model, "--corpus", corpus, "--token", "w5", "--sites", "resid_pre",
+                    "--layers", LAYER, "--probe", "--save-direction", tmp_path / name)
+        assert r.exit_code == 0, r.output
+    rows = np.load(tmp_path / "d.npy").astype(np.float64)  # (2, D): probe, mean difference
+    assert rows.shape == (2, D)
+    for option in (f"p={tmp_path / 'd.npy'}@L{LAYER}.resid_pre", f"p={tmp_path / 'd.safetensors'}"):
+        r = run_cli("sample", "--model", model, "--corpus", corpus, "--unit", "p:1", "--batch", 4, "--seq", 16,
+                    "--samples", 2, "--seed", 4, "--json", tmp_path / "s.json", "--directions", option)
+        assert r.exit_code == 0, r.output
+        result = json.loads((tmp_path / "s.json").read_text())
+        _, tokens, hf = hidden(model, corpus, 16)
+        for b, w in enumerate(result["units"][0]["winners"]):
+            start = result["starts"][b][w["row"]]
+            with torch.no_grad():
+                h = hf(torch.from_numpy(tokens[start : start + 16])[None], output_hidden_states=True).hidden_states
+            assert h[LAYER][0, w["col"]].double().numpy() @ rows[1] == pytest.approx(w["value"], rel=1e-4, abs=1e-4)
+    np.save(tmp_path / "bare.npy", rows)
+    line = error_line(run_cli("sample", "--model", model, "--corpus", corpus, "--unit", "p:0",
+                              "--directions", f"p={tmp_path / 'bare.npy'}"))
+    assert "write NAME=FILE@SITE" in line
