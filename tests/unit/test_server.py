@@ -308,10 +308,17 @@ def test_cli_beyond_loopback_without_allow_host_is_one_error_line(atlas_dir):
     assert CliRunner().invoke(main, ["serve", str(atlas_dir), "-p", "70000"]).exit_code == 2
 
 
+def _interruptible() -> None:
+    """In the child before exec: SIGINT back to its default, so Ctrl-C (SIGINT) stops `maxact serve`
+    even when the tests themselves run as a background job of a non-interactive shell, which starts
+    them (and every child) with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_cli_beyond_loopback_warns_and_keeps_the_host_check(atlas_dir):
     proc = subprocess.Popen([sys.executable, "-m", "maxact.cli", "serve", str(atlas_dir), "--host", "0.0.0.0",
                              "--allow-host", "viewer.lan", "-p", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
     try:
         port = _served_port(proc)
         time.sleep(0.2)
@@ -339,7 +346,7 @@ def test_32_concurrent_keep_alive_clients_are_all_answered(atlas_dir, tmp_path):
     log = tmp_path / "serve.log"  # one line per request: a pipe nobody reads would fill and stall it
     with log.open("w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "maxact.cli", "serve", str(atlas_dir), "-p", "0"],
-                                stdout=subprocess.PIPE, stderr=err, text=True)
+                                stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=_interruptible)
     try:
         port = _served_port(proc)
         units = [f"L{b}.{s}:{i}" for b in (0, 1) for s in ("resid_pre", "mlp_post") for i in range(0, 64, 4)]
