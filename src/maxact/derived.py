@@ -62,7 +62,7 @@ class DerivedSpec:
         """The site-kind entry of ``NAME:i``: no block; logit effects through the decoder rows when
         the base site is the residual stream."""
         base_kind = SITE_KINDS[self.base_ref.site]
-        return SiteKind(self.name, self.tl_hook.replace("{", "{{").replace("}", "}}"), self.meaning(),
+        return SiteKind(self.name, self.tl_hook, self.meaning(),  # tl_hook: no "{layer}" left to fill
                         has_block=False, logit_path="decoder" if base_kind.logit_path == "residual" else None)
 
     def to_json(self) -> dict:
@@ -120,7 +120,7 @@ class DirectionsOption:
         self.name = check_name(name.strip(), option)
         self.file = Path(file.strip()).expanduser()
         self.site = site.strip()
-        ref, index = parse_unit_spec(f"{self.site}:0")
+        ref, _ = parse_unit_spec(f"{self.site}:0")
         if ref.site not in BUILTIN_SITES:
             raise MaxactError(f"{option}: the base site {self.site!r} must be a site of the model, such as "
                               f"L6.resid_pre; valid site kinds: {choices_text(sorted(BUILTIN_SITES))}")
