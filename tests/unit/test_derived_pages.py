@@ -168,3 +168,42 @@ def test_unit_scores_by_hand():
     assert s.clean.tolist() == [True] * 6 + [False] + [True] * 3
     assert s.score.dtype == np.float64 and s.best_token.dtype == np.int64 and s.x_top_token.dtype == np.int64
     assert s.top_share[0] == pytest.approx(0.8) and s.x_top_share[0] == pytest.approx(0.7)
+
+
+def test_an_unknown_token_names_the_five_nearest_texts():
+    import difflib
+
+    from maxact.analysis.categories import token_ids_for
+
+    vocab = [" not", " note", " nut", " knot", " net", " nod", "not", " no", " a"]
+    with pytest.raises(MaxactError) as err:
+        token_ids_for(vocab, [" nott"])
+    msg = str(err.value)
+    near = difflib.get_close_matches(" nott", vocab, n=len(vocab), cutoff=0.0)
+    listed = msg.split("the nearest token texts are ", 1)[1]
+    assert listed == ", ".join(repr(t) for t in near[:5])  # exactly the five nearest, nearest first
+    assert token_ids_for(vocab, ["not", " not", " not"]) == [0, 6]
+
+
+def test_a_site_of_one_unit_has_its_selective_fraction_out_of_one(case, atlas, tmp_path):
+    """A derived site of one direction, e_i of a selective residual dimension: the same activations,
+    so the same selectivity; its cell says 1 of 1 (overview's frac_selective)."""
+    from maxact.analysis.overview import overview, unit_scores
+    from maxact.store.reader import Atlas
+
+    s = unit_scores(atlas)
+    site = next(x for x in atlas.sites if x.site == "resid_pre" and s.selective[x.rows].any())
+    chosen = [i for i in range(site.width) if s.selective[site.offset + i]]
+    basis = np.zeros((1, site.width), dtype=np.float32)
+    basis[0, chosen[0]] = 1.0
+    np.save(tmp_path / "e.npy", basis)
+    from derived_helpers import MAX_TYPES, REF_BATCH, REF_SAMPLES, REF_SEED, SEQ, K, cli_ok
+
+    out = tmp_path / "atlas"
+    cli_ok("atlas", "--model", case.folder, "--corpus", case.atlas.parent / "corpus.txt", "--out", out,
+           "--seq", SEQ, "--k", K, "--sites", "resid_pre", "--layers", site.layer, "--windows-per-batch", 3,
+           "--max-types", MAX_TYPES, "--ref-batch", REF_BATCH, "--ref-samples", REF_SAMPLES, "--seed", REF_SEED,
+           "--directions", f"one={tmp_path / 'e.npy'}@{site.name}")
+    cells = {c["site"]: c for c in overview(Atlas(out))["cells"]}
+    assert cells["one"]["n_units"] == 1 and cells["one"]["n_selective"] == 1
+    assert cells["one"]["frac_selective"] == 1.0
