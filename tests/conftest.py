@@ -5,13 +5,21 @@ from __future__ import annotations
 import os
 import random
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tqdm
 
 # ../shared/corpora beside the project (see ../shared/corpora/README.md); never copied in here.
 SHARED_CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
+
+# tqdm's default lock is a multiprocessing semaphore, shared by every process forked after it exists:
+# a forked child killed while holding it (`make mutation` forks one child per mutant and kills the
+# ones past their time limit) left it held, and every later child hung at its next progress bar.
+# A thread lock is private to each process.
+tqdm.tqdm.set_lock(threading.RLock())
 
 # huggingface_hub reads these when first imported, so set them before any test module imports it.
 os.environ["HF_HUB_OFFLINE"] = "1"
