@@ -207,3 +207,24 @@ def test_a_site_of_one_unit_has_its_selective_fraction_out_of_one(case, atlas, t
     cells = {c["site"]: c for c in overview(Atlas(out))["cells"]}
     assert cells["one"]["n_units"] == 1 and cells["one"]["n_selective"] == 1
     assert cells["one"]["frac_selective"] == 1.0
+
+
+def test_word_token_modes_and_the_error_naming_them():
+    from maxact.analysis.categories import WORD_TOKENS, check_word_token
+
+    assert [check_word_token(m) for m in WORD_TOKENS] == list(WORD_TOKENS)
+    with pytest.raises(MaxactError) as err:
+        check_word_token("middle")
+    assert str(err.value) == f"--word-token 'middle' is not one of {', '.join(WORD_TOKENS)}"
+
+
+def test_a_unit_of_a_site_the_atlas_lacks_lists_eight_sites(tmp_path):
+    from atlas_helpers import build_tiny_atlas
+
+    _, _, atlas, _ = build_tiny_atlas(tmp_path / "a", n_tokens=200, sites=("resid_pre", "mlp_post", "attn_out"))
+    names = [s.name for s in atlas.sites]
+    assert len(names) == 9
+    with pytest.raises(MaxactError) as err:
+        atlas.row("L0.mlp_pre:1")
+    assert str(err.value) == (f"unit L0.mlp_pre:1 is not in this atlas; it holds the sites "
+                              f"{', '.join(names[:8])}, ... (9 in all)")
