@@ -228,3 +228,45 @@ def test_a_unit_of_a_site_the_atlas_lacks_lists_eight_sites(tmp_path):
         atlas.row("L0.mlp_pre:1")
     assert str(err.value) == (f"unit L0.mlp_pre:1 is not in this atlas; it holds the sites "
                               f"{', '.join(names[:8])}, ... (9 in all)")
+
+
+def _value_at(atlas, row: int, position: int) -> float:
+    """The unit's stored value at a corpus position among its top lists (positions 0 included)."""
+    pos = np.concatenate([atlas["top_positions.npy"][row], atlas["top0_positions.npy"][row]])
+    val = np.concatenate([atlas["top_values.npy"][row], atlas["top0_values.npy"][row]])
+    return float(val[np.nonzero(pos == position)[0][0]])
+
+
+def test_simulated_batches_report_the_winner_they_found(case, atlas):
+    """sample --atlas's simulation: each winner's value is the unit's value at the winning position,
+    its token the token there (int64), its column the offset in the window that holds it."""
+    from maxact.analysis.pages import simulate_unit
+
+    tokens = np.asarray(atlas.tokens)
+    checked = 0
+    for row in range(0, atlas.n_units, 7):
+        sim = simulate_unit(atlas, row, batch=4, seq=16, samples=40, seed=3, skip_pos0=False)
+        assert sim.token_ids.dtype == np.int64 and sim.values.dtype == np.float32
+        for b in np.nonzero(sim.values == sim.values)[0]:  # hits
+            start = int(sim.starts[b, sim.rows[b]])
+            position = start + int(sim.cols[b])
+            assert 0 <= sim.cols[b] < 16
+            assert sim.token_ids[b] == tokens[position]
+            assert sim.values[b] == pytest.approx(_value_at(atlas, row, position), abs=0)
+            checked += 1
+    assert checked > 100
+
+
+def test_simulation_with_two_contexts_is_seeded(tmp_path):
+    from atlas_helpers import build_tiny_atlas
+
+    from maxact.analysis.pages import simulate_unit
+    from maxact.analysis.refstat import seeded_draws
+
+    _, _, atlas, _ = build_tiny_atlas(tmp_path / "a", n_tokens=300, sites=("resid_pre",), context_pass=True)
+    assert atlas.manifest.reference.contexts == 2
+    one = simulate_unit(atlas, 5, batch=4, seq=32, samples=30, seed=11, skip_pos0=False)
+    two = simulate_unit(atlas, 5, batch=4, seq=32, samples=30, seed=11, skip_pos0=False)
+    np.testing.assert_array_equal(one.starts, two.starts)
+    space = atlas.start_space(32)
+    np.testing.assert_array_equal(one.starts, space.starts_at(seeded_draws(space, 4, 30, 11)))
