@@ -1,29 +1,37 @@
 """maxact.corpus, multi-document sources: every format against tokenising each document on its own,
-every error, the on-disk token cache, max_tokens, and the real shared datasets (no model loads)."""
+the on-disk token cache, max_tokens, and the real shared datasets (no model loads); every error is
+in test_corpus_errors.py."""
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from corpus_helpers import (
+    DOCS,
+    KINDS,
+    Counting,
+    _bpe_tokenizer,
+    brute,
+    err,
+    make_source,
+    rows,
+    sha,
+    write_csv,
+    write_datasets_folder,
+    write_jsonl,
+)
 
 from maxact.corpus import (
-    CSV,
-    HF_DATASETS,
     JSONL,
-    PARQUET,
     TEXT_FILES,
     CorpusInfo,
     DocumentCorpus,
     TokenSource,
-    load_corpus,
     load_source,
     open_corpus,
     token_cache_dir,
@@ -31,142 +39,11 @@ from maxact.corpus import (
 )
 from maxact.corpus import readers as corpus_readers
 from maxact.corpus.cache import npy_header
-from maxact.errors import MaxactError
-
-# documents with what trips tokenizers and table writers up: leading spaces, newlines, quotes,
-# commas, non-ASCII, a long one
-DOCS = [
-    "Fellow citizens of the Senate and House of Representatives.",
-    " leading space, then \"quotes\", commas; and a\nnewline\r\nor two",
-    "caf\u00e9 \u00fcber na\u00efve \u2014 \u65e5\u672c\u8a9e \U0001f600",
-    "x",
-    "the quick brown fox " * 50,
-    "Last: tab\tand trailing space ",
-]
-
-
-def _bpe_tokenizer():
-    """A small byte-level BPE fast tokenizer (as GPT-2 and SmolLM2 are), trained in a millisecond."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator(["the quick brown fox jumps over the lazy dog, " * 3,
-                             "Fellow citizens of the Senate and House of Representatives"], trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok)
 
 
 @pytest.fixture(scope="module")
 def bpe():
     return _bpe_tokenizer()
-
-
-class Counting:
-    """A tokenizer that counts its calls (and the documents they carry); everything else delegates."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.calls = 0
-        self.docs = 0
-
-    def __call__(self, texts, **kwargs):
-        self.calls += 1
-        self.docs += len(texts) if isinstance(texts, list) else 1
-        return self.inner(texts, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
-def brute(docs: list[str], tokenizer) -> tuple[list[int], list[int]]:
-    """Each document tokenised on its own: (all ids end to end, document starts)."""
-    ids, starts = [], []
-    for d in docs:
-        starts.append(len(ids))
-        ids += tokenizer(d, add_special_tokens=False)["input_ids"]
-    return ids, starts
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-# ---------- writers of every format ----------
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
-    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
-    return path
-
-
-def write_parquet(path: Path, rows: list[dict], row_group_size: int = 2) -> Path:
-    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=row_group_size)
-    return path
-
-
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return path
-
-
-def write_datasets_folder(folder: Path, shards: list[list[dict]], names: list[str] | None = None) -> Path:
-    """What datasets' save_to_disk writes: Arrow IPC stream shards, state.json, dataset_info.json."""
-    folder.mkdir()
-    names = names or [f"data-{i:05d}-of-{len(shards):05d}.arrow" for i in range(len(shards))]
-    for name, rows in zip(names, shards):
-        table = pa.Table.from_pylist(rows)
-        with pa.OSFile(str(folder / name), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
-            for batch in table.to_batches(max_chunksize=2):
-                writer.write_batch(batch)
-    (folder / "state.json").write_text(json.dumps({"_data_files": [{"filename": n} for n in names],
-                                                   "_split": "train"}))
-    (folder / "dataset_info.json").write_text(json.dumps({"features": {}}))
-    return folder
-
-
-def rows(docs=DOCS, column="text"):
-    return [{"id": i, column: d, "year": 1790 + i} for i, d in enumerate(docs)]
-
-
-def make_source(kind: str, tmp_path: Path) -> tuple[str, str, list[Path]]:
-    """(value for --corpus, format, the files in reading order) holding DOCS."""
-    if kind in ("jsonl", "jsonl.gz"):
-        f = write_jsonl(tmp_path / f"docs.{kind}", rows())
-        return str(f), JSONL, [f]
-    if kind == "parquet":
-        f = write_parquet(tmp_path / "docs.parquet", rows())
-        return str(f), PARQUET, [f]
-    if kind == "parquet-folder":
-        folder = tmp_path / "shards"
-        folder.mkdir()
-        files = [write_parquet(folder / "part-0.parquet", rows()[:4]), write_parquet(folder / "part-1.parquet", rows()[4:])]
-        return str(folder), PARQUET, files
-    if kind == "csv":
-        f = write_csv(tmp_path / "docs.csv", rows())
-        return str(f), CSV, [f]
-    if kind == "datasets":
-        folder = write_datasets_folder(tmp_path / "ds", [rows()[:3], rows()[3:]])
-        return str(folder), HF_DATASETS, sorted(folder.glob("*.arrow"))
-    folder = tmp_path / "texts"
-    folder.mkdir()
-    files = []
-    for i, d in enumerate(DOCS):  # names sort in document order: 10 files would need zero padding
-        files.append(folder / f"doc{i}.txt")
-        files[-1].write_text(d, encoding="utf-8", newline="")
-    if kind == "folder":
-        return str(folder), TEXT_FILES, files
-    return str(folder / "doc*.txt"), TEXT_FILES, files
-
-
-KINDS = ["jsonl", "jsonl.gz", "parquet", "parquet-folder", "csv", "datasets", "folder", "glob"]
 
 
 # ---------- every format, against tokenising each document on its own ----------
@@ -250,232 +127,6 @@ def test_custom_column_and_csv_keeps_numbers_as_text(tmp_path, bpe):
     f = write_csv(tmp_path / "t.csv", [{"body": "12", "n": 1}, {"body": "007", "n": 2}])
     source = load_source(f, bpe, text_column="body")
     assert source.tokens.tolist() == brute(["12", "007"], bpe)[0]  # "007" is not read as the number 7
-
-
-# ---------- errors ----------
-
-
-def err(value, tokenizer=None, **kw) -> str:
-    with pytest.raises(MaxactError) as e:
-        if tokenizer is None:
-            open_corpus(value, **kw)
-        else:
-            load_source(value, tokenizer, **kw)
-    msg = str(e.value)
-    assert "\n" not in msg
-    return msg
-
-
-@pytest.mark.parametrize("name", ["data.json", "data.tsv", "data.arrow", "data.txt.gz", "data.zip"])
-def test_unsupported_format(tmp_path, name):
-    f = tmp_path / name
-    f.write_bytes(b"{}")
-    msg = err(f)
-    assert str(f) in msg and "is not supported" in msg
-    for supported in (".jsonl", ".jsonl.gz", ".parquet", ".csv", "datasets", "text file"):
-        assert supported in msg
-
-
-def test_unsupported_format_inside_a_folder(tmp_path):
-    (tmp_path / "a.txt").write_text("x")
-    (tmp_path / "b.json").write_text("{}")
-    msg = err(tmp_path)
-    assert "b.json" in msg and "'.json' is not supported" in msg
-
-
-def test_mixed_formats(tmp_path):
-    write_jsonl(tmp_path / "a.jsonl", rows())
-    (tmp_path / "README.md").write_text("about")
-    msg = err(tmp_path)
-    assert "mixes formats" in msg and "a.jsonl (jsonl)" in msg and "README.md (text-files)" in msg
-    assert "*.parquet" in msg  # how to pick one format
-
-
-def test_glob_matching_nothing(tmp_path):
-    msg = err(str(tmp_path / "*.jsonl"))
-    assert "matches no file" in msg and str(tmp_path / "*.jsonl") in msg
-
-
-def test_empty_folder(tmp_path):
-    msg = err(tmp_path)
-    assert str(tmp_path) in msg and "is a directory with no file" in msg and ".jsonl" in msg
-
-
-@pytest.mark.parametrize("make, where", [
-    (lambda p: write_jsonl(p / "d.jsonl", [{"body": "a"}]), "d.jsonl has no column 'text'; its columns: 'body'"),
-    (lambda p: write_parquet(p / "d.parquet", [{"body": "a", "id": 1}]),
-     "d.parquet has no column 'text'; its columns: 'body', 'id'"),
-    (lambda p: write_csv(p / "d.csv", [{"body": "a", "id": 1}]), "d.csv has no column 'text'; its columns: 'body', 'id'"),
-    (lambda p: write_datasets_folder(p / "ds", [[{"body": "a"}]]), "has no column 'text'; its columns: 'body'"),
-])
-def test_missing_column_names_the_columns(tmp_path, make, where):
-    make(tmp_path)
-    target = next(p for p in tmp_path.iterdir())
-    msg = err(target)
-    assert where in msg and "--text-column" in msg
-
-
-def test_missing_column_in_a_later_jsonl_line(tmp_path, bpe):
-    f = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}, {"text": "b"}, {"body": "c"}])
-    assert f"{f} line 3 has no column 'text'; its columns: 'body'" in err(f, bpe)
-
-
-def test_bad_json_line(tmp_path, bpe):
-    f = tmp_path / "d.jsonl"
-    f.write_text('{"text": "a"}\n{"text": "b",}\n', encoding="utf-8")
-    msg = err(f, bpe)
-    assert f"{f} line 2 is not valid JSON" in msg
-
-
-def test_non_object_json_line(tmp_path, bpe):
-    f = tmp_path / "d.jsonl"
-    f.write_text('{"text": "a"}\n["text"]\n', encoding="utf-8")
-    assert f"{f} line 2 is a JSON list, not an object" in err(f, bpe)
-
-
-def test_non_utf8_jsonl_line(tmp_path, bpe):
-    f = tmp_path / "d.jsonl"
-    f.write_bytes(b'{"text": "a"}\n{"text": "caf\xe9"}\n')
-    assert f"{f} line 2 is not valid UTF-8" in err(f, bpe)
-
-
-def test_corrupt_gzip(tmp_path, bpe):
-    f = tmp_path / "d.jsonl.gz"
-    lines = "".join(json.dumps({"text": f"document {i} " * (i % 7 + 1)}) + "\n" for i in range(3000)).encode()
-    data = gzip.compress(lines)
-    f.write_bytes(data[: len(data) // 2])  # truncated
-    open_corpus(f)  # the first line reads: the cut shows when the whole file is read
-    msg = err(f, bpe)
-    assert f"cannot read {f} after line" in msg and "corrupt or truncated" in msg
-    g = tmp_path / "e.jsonl.gz"
-    g.write_bytes(b"not gzip at all")
-    assert str(g) in err(g) and "corrupt" in err(g)
-
-
-def test_corrupt_parquet(tmp_path):
-    f = tmp_path / "d.parquet"
-    f.write_bytes(b"PAR1 but nothing else")
-    msg = err(f)
-    assert f"cannot read Parquet file {f}" in msg and "corrupt" in msg
-
-
-def test_corrupt_arrow_shard(tmp_path):
-    folder = write_datasets_folder(tmp_path / "ds", [rows()])
-    shard = next(folder.glob("*.arrow"))
-    shard.write_bytes(b"garbage")
-    assert f"cannot read Arrow file {shard}" in err(folder)
-
-
-def test_bad_csv_row(tmp_path, bpe):
-    f = tmp_path / "d.csv"
-    f.write_text('text,id\n"a",1\n"b",2,3\n', encoding="utf-8")
-    msg = err(f, bpe)
-    assert f"cannot read CSV file {f}" in msg
-
-
-@pytest.mark.parametrize("value, shown", [(7, "a int (7)"), ({"a": 1}, "a dict"), (["a", 2], "a list (['a', 2])"),
-                                          (True, "a bool (True)")])
-def test_non_string_value(tmp_path, bpe, value, shown):
-    f = write_jsonl(tmp_path / "d.jsonl", [{"text": "ok"}, {"text": value}])
-    msg = err(f, bpe)
-    assert f"{f} line 2: column 'text' holds {shown}" in msg and "not text" in msg
-
-
-def test_non_string_parquet_column(tmp_path, bpe):
-    f = write_parquet(tmp_path / "d.parquet", [{"text": 1}, {"text": 2}])
-    assert f"{f} row 1: column 'text' holds a int (1)" in err(f, bpe)
-
-
-@pytest.mark.parametrize("kind", ["jsonl", "parquet", "csv", "datasets", "folder"])
-@pytest.mark.parametrize("empty", ["", "  \n\t "])
-def test_empty_document_refused_or_skipped(tmp_path, bpe, kind, empty):
-    docs = ["first", empty, "third", empty]
-    if kind == "jsonl":
-        value, where = write_jsonl(tmp_path / "d.jsonl", rows(docs)), "d.jsonl line 2"
-    elif kind == "parquet":
-        value, where = write_parquet(tmp_path / "d.parquet", rows(docs)), "d.parquet row 2"
-    elif kind == "csv":
-        value, where = write_csv(tmp_path / "d.csv", rows(docs)), "d.csv row 2"
-    elif kind == "datasets":
-        value, where = write_datasets_folder(tmp_path / "ds", [rows(docs)]), ".arrow row 2"
-    else:
-        value = tmp_path / "t"
-        value.mkdir()
-        for i, d in enumerate(docs):
-            (value / f"{i}.txt").write_text(d, encoding="utf-8")
-        where = "1.txt"
-    msg = err(value, bpe)
-    assert where in msg and "is an empty document" in msg and "--skip-empty" in msg
-    source = load_source(value, bpe, skip_empty=True)
-    assert source.tokens.tolist() == brute(["first", "third"], bpe)[0]
-    assert (source.info.n_docs, source.info.n_skipped) == (2, 2)
-
-
-def test_null_is_an_empty_document(tmp_path, bpe):
-    f = write_parquet(tmp_path / "d.parquet", [{"text": "a"}, {"text": None}])
-    assert f"{f} row 2 is an empty document (null)" in err(f, bpe)
-    assert load_source(f, bpe, skip_empty=True).info.n_skipped == 1
-
-
-def test_a_document_the_tokenizer_turns_into_nothing(tmp_path):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(vocab={"<unk>": 0, "a": 1}, unk_token="<unk>"))
-    tok.normalizer = normalizers.Replace("x", "")
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
-    f = write_jsonl(tmp_path / "d.jsonl", [{"text": "a a"}, {"text": "xxx"}, {"text": "a"}])
-    assert f"{f} line 2 is an empty document (no token)" in err(f, tokenizer)
-    source = load_source(f, tokenizer, skip_empty=True)
-    assert source.tokens.tolist() == [1, 1, 1] and source.doc_starts.tolist() == [0, 2]
-    assert source.info.n_skipped == 1
-
-
-@pytest.mark.parametrize("content", [b"", b"\n\n"])
-def test_source_with_no_document(tmp_path, bpe, content):
-    f = tmp_path / "d.jsonl"
-    f.write_bytes(content)
-    assert f"corpus {f} has no document" in err(f, bpe, text_column="text")
-
-
-def test_source_whose_documents_are_all_skipped(tmp_path, bpe):
-    f = write_jsonl(tmp_path / "d.jsonl", [{"text": " "}, {"text": ""}])
-    assert "has no document (2 empty documents skipped)" in err(f, bpe, skip_empty=True)
-
-
-def test_datasets_dict_and_broken_state(tmp_path):
-    dd = tmp_path / "dd"
-    dd.mkdir()
-    write_datasets_folder(dd / "train", [rows()])
-    (dd / "dataset_dict.json").write_text(json.dumps({"splits": ["train"]}))
-    msg = err(dd)
-    assert "DatasetDict" in msg and str(dd / "train") in msg
-    broken = write_datasets_folder(tmp_path / "broken", [rows()])
-    (broken / "state.json").write_text("{}")
-    assert "state.json" in err(broken) and "_data_files" in err(broken)
-    missing = write_datasets_folder(tmp_path / "missing", [rows()])
-    next(missing.glob("*.arrow")).unlink()
-    assert "lacks the shards" in err(missing)
-
-
-def test_binary_and_latin1_files_in_a_folder(tmp_path, bpe):
-    (tmp_path / "a.txt").write_bytes(b"ok")
-    (tmp_path / "b.txt").write_bytes("caf\u00e9".encode("latin-1"))
-    assert f"{tmp_path / 'b.txt'} is not valid UTF-8: byte 0xe9 at offset 3" in err(tmp_path, bpe)
-    (tmp_path / "b.txt").write_bytes(b"a\x00b")
-    assert "looks binary (NUL byte at offset 1)" in err(tmp_path, bpe)
-
-
-def test_book_options_and_bad_arguments(tmp_path):
-    f = write_jsonl(tmp_path / "d.jsonl", rows())
-    assert "--strip-gutenberg" in err(f, strip_gutenberg=True) and "applies to a Project Gutenberg book" in err(
-        f, strip_gutenberg=True)
-    assert "column name" in err(f, text_column="")
-    assert "skip_empty must be True or False" in err(f, skip_empty="yes")
-    # load_corpus reads one text file: a table is pointed to load_source
-    with pytest.raises(MaxactError, match="table of documents; load_corpus reads one UTF-8 text file"):
-        load_corpus(f)
 
 
 # ---------- the on-disk token cache ----------
