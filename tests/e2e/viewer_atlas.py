@@ -9,8 +9,12 @@ tests/unit/test_web.py and tests/e2e/test_viewer_browser.py.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from tiny_models import VOCAB, tiny_model
@@ -84,3 +88,32 @@ def start_server(atlas_dir, model=None):
     server, url = make_server(atlas_dir, "127.0.0.1", 0, model)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, url.rstrip("/")
+
+
+def api_call(url: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    """GET (or POST ``body`` as JSON) an API route of a started viewer: (status, parsed JSON answer);
+    an error answer that is not JSON comes back as ``{"error": its text}``."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url + path, data=data, method="POST" if body is not None else "GET",
+                                 headers={"Content-Type": "application/json"} if body is not None else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        text = e.read().decode(errors="replace")
+        try:
+            return e.code, json.loads(text)
+        except json.JSONDecodeError:
+            return e.code, {"error": text}
+
+
+def wait_job(url: str, job: str, timeout: float) -> dict:
+    """Poll ``/api/job/<job>`` until it leaves queued/running; its final state."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        status, state = api_call(url, f"/api/job/{job}")
+        assert status == 200
+        if state["state"] not in ("queued", "running"):
+            return state
+        time.sleep(0.1)
+    raise AssertionError(f"job {job} did not finish")

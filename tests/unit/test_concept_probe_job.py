@@ -6,15 +6,13 @@ early, against a pass over only the tokens it fed."""
 from __future__ import annotations
 
 import json
-import time
-import urllib.error
-import urllib.request
 from dataclasses import replace
 
 import numpy as np
 import pytest
 from atlas_helpers import build_tiny_atlas, run_cli, single_thread, synthetic_source
-from e2e.viewer_atlas import build_viewer_atlas, start_server
+from e2e.viewer_atlas import api_call as call
+from e2e.viewer_atlas import build_viewer_atlas, start_server, wait_job
 
 from maxact.analysis.categories import token_labels
 from maxact.pipeline.concept_pass import PassRequest, run_concept_pass
@@ -23,26 +21,8 @@ from maxact.store import format as F
 N_TOKENS = 400  # of the viewer atlas's 700: the probe's pass reads the first N
 
 
-def call(url: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, method="POST" if body is not None else "GET",
-                                 headers={"Content-Type": "application/json"} if body is not None else {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def wait(url: str, job: str, timeout: float = 300.0) -> dict:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        status, state = call(url, f"/api/job/{job}")
-        assert status == 200
-        if state["state"] not in ("queued", "running"):
-            return state
-        time.sleep(0.1)
-    raise AssertionError(f"job {job} did not finish")
+    return wait_job(url, job, timeout)
 
 
 @pytest.fixture(scope="module")

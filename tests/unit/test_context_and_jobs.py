@@ -3,17 +3,15 @@ model jobs (optimise and context panels): start, poll, cancel, limits, errors.""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
 import torch
 from atlas_helpers import build_tiny_atlas, run_cli
-from e2e.viewer_atlas import build_viewer_atlas
+from e2e.viewer_atlas import api_call as call
+from e2e.viewer_atlas import build_viewer_atlas, wait_job
 
 from maxact.pipeline.context import PrefixValue as P
 from maxact.pipeline.context import context_curves, prefix_ladder, shortest_k
@@ -80,26 +78,8 @@ def server(tmp_path_factory):
     srv.server_close()
 
 
-def call(url: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, method="POST" if body is not None else "GET",
-                                 headers={"Content-Type": "application/json"} if body is not None else {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, {"error": e.read().decode(errors="replace")}
-
-
 def wait(url: str, job: str, timeout: float = 120.0) -> dict:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        status, state = call(url, f"/api/job/{job}")
-        assert status == 200
-        if state["state"] not in ("queued", "running"):
-            return state
-        time.sleep(0.1)
-    raise AssertionError(f"job {job} did not finish")
+    return wait_job(url, job, timeout)
 
 
 def test_ascend_job_gives_exact_values_and_the_atlas_data_side(server):

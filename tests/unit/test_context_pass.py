@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from atlas_helpers import build_tiny_atlas, merge_tiny_partials, single_thread, tiny_tokens
+from context_helpers import value_at
 from tiny_models import tiny_loaded
 
 from maxact.analysis.context_shares import (
@@ -22,17 +23,6 @@ from maxact.capture import capture
 from maxact.engine.context_pass import gather_shifted
 from maxact.store import format as F
 from maxact.windows import StartSpace, Windowing
-
-
-def value_at(c: int, m: MeasuredContexts, u: int, k: int, skip_c0: bool) -> float:
-    """The documented rule, read literally: the largest measured context <= c, else the smaller one."""
-    if skip_c0 and c == 0:
-        return -np.inf
-    measured = [(int(m.first_context[u, k]), float(m.first_value[u, k]))]
-    if m.shift_context[u, k] >= 0:
-        measured.append((int(m.shift_context[u, k]), float(m.shift_value[u, k])))
-    usable = [(o, v) for o, v in measured if o <= c]
-    return max(usable)[1] if usable else min(measured)[1]
 
 
 def test_a_value_at_window_position_0_is_not_a_second_context():

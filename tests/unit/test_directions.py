@@ -300,27 +300,16 @@ def test_same_name_twice_is_refused(case, tmp_path):
 
 
 def test_viewer_unit_json_and_live_text_on_a_derived_unit(case, atlas_case):
-    import http.client
-    from urllib.parse import urlparse
-
-    from e2e.viewer_atlas import start_server
+    from e2e.viewer_atlas import api_call, start_server
 
     root, model, _, dirs, _ = case
     out = atlas_case[0]
     server, url = start_server(out, model)
     try:
-        u = urlparse(url)
-
-        def call(method, path, body=None):
-            conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
-            conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
-            r = conn.getresponse()
-            return r.status, json.loads(r.read())
-
-        status, page = call("GET", "/api/unit/dirs:3")
+        status, page = api_call(url, "/api/unit/dirs:3")
         assert status == 200 and page["derived"]["kind"] == "directions"
         assert page["derived"]["nearest_neurons"][0]["in_atlas"] is True  # L0/L1.mlp_post are in the atlas
-        status, live = call("POST", "/api/live", json.dumps({"text": "w3 w7 w11 w5", "unit": "dirs:3"}))
+        status, live = api_call(url, "/api/live", {"text": "w3 w7 w11 w5", "unit": "dirs:3"})
         assert status == 200, live
         from transformers import AutoModelForCausalLM
 

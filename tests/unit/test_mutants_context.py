@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 from atlas_helpers import single_thread, synthetic_source, tiny_tokens
+from context_helpers import value_at
 from tiny_models import tiny_loaded
 
 from maxact.analysis import context_shares as CS
 from maxact.analysis.context_shares import (
-    MeasuredContexts,
     Segments,
     context_segments,
     context_simulate,
@@ -78,17 +78,6 @@ def test_measured_contexts_of_hand_placed_candidates_in_three_documents():
 
 
 # ---- segments -------------------------------------------------------------------------------------
-def value_at(c: int, m: MeasuredContexts, u: int, k: int, skip_c0: bool) -> float:
-    """The documented rule, read literally: the largest measured context <= c, else the smaller one."""
-    if skip_c0 and c == 0:
-        return -np.inf
-    measured = [(int(m.first_context[u, k]), float(m.first_value[u, k]))]
-    if m.shift_context[u, k] >= 0:
-        measured.append((int(m.shift_context[u, k]), float(m.shift_value[u, k])))
-    usable = [(o, v) for o, v in measured if o <= c]
-    return max(usable)[1] if usable else min(measured)[1]
-
-
 def per_start_values(positions, m, space: StartSpace, skip_c0: bool) -> list[dict]:
     """Per unit: {(candidate, start number): value} over every start covering the candidate (NaN
     values and context 0 under skip_c0 cover nothing)."""
