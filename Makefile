@@ -28,10 +28,12 @@ demo: setup
 	$(PY) -m maxact.demo --atlas "$(DEMO_ATLAS)" --sae $(SAE_DIR)
 
 # the Ray tests start a Ray cluster of their own processes: run them in a pytest process of their own,
-# away from the memory of the rest of the suite
+# away from the memory of the rest of the suite; should Ray's core abort that process (no pytest
+# report), the fatal lines of the driver's Ray log are printed
 test: setup browser
 	$(PY) -m pytest -q tests --ignore=tests/unit/test_cluster.py
-	$(PY) -m pytest -q tests/unit/test_cluster.py
+	$(PY) -m pytest -q tests/unit/test_cluster.py || { echo "Ray driver log, fatal lines:"; \
+		grep -h -A2 '^\[[^]]* C ' /tmp/ray/session_latest/logs/python-core-driver-*.log 2>/dev/null | cut -c1-300; exit 1; }
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -32,7 +32,7 @@ from maxact.config import AtlasConfig
 from maxact.errors import MaxactError
 from maxact.models.loading import load_model
 from maxact.pipeline import build_atlas
-from maxact.pipeline.cluster import RayCluster, build_atlas_on_ray, shard_folder
+from maxact.pipeline.cluster import RayCluster, _Task, _wait, build_atlas_on_ray, shard_folder
 from maxact.pipeline.merge import merge_pair
 from maxact.pipeline.partial import read_partial_info
 from maxact.store import format as F
@@ -179,6 +179,40 @@ def test_cli_refuses_shards_without_ray_and_ray_with_shard(tmp_path):
     line = error_line(run_cli("atlas", "--out", tmp_path / "a", "--ray", "--shard", "1/4"))
     assert "--ray runs every shard itself" in line and "--shard 1/4" in line
     assert not (tmp_path / "a").exists()
+
+
+class _RayAtFailure:
+    """Ray as `_wait` sees it when one shard fails: ``done`` answer ray.wait, "bad" fails in ray.get,
+    and every ray.cancel is noted."""
+
+    exceptions = ray.exceptions
+
+    def __init__(self, done: set[str]):
+        self.done, self.cancelled = done, []
+
+    def wait(self, refs, num_returns, timeout):
+        ready = [r for r in refs if r in self.done]
+        return ready, [r for r in refs if r not in self.done]
+
+    def get(self, ref):
+        if ref == "bad":
+            raise RuntimeError("shard 1 failed")
+
+    def cancel(self, ref, force):
+        self.cancelled.append((ref, force))
+
+
+def test_a_failure_cancels_only_the_shards_still_running():
+    """A merge is never cancelled (Ray 2.60 aborts the driver when a cancel meets the reply of a merge
+    failing with its input), nor a shard already done; the shards still running are, by force."""
+    tasks = {"bad": _Task("shard 1/4", [], is_shard=True), "done": _Task("shard 0/4", [], is_shard=True),
+             "running": _Task("shard 2/4", [], is_shard=True), "queued": _Task("shard 3/4", [], is_shard=True),
+             "merge01": _Task("the merge of shards 0..1", [], is_shard=False),
+             "merge23": _Task("the merge of shards 2..3", [], is_shard=False)}
+    fake = _RayAtFailure(done={"bad", "done"})
+    with pytest.raises(RuntimeError, match="shard 1 failed"):
+        _wait(fake, tasks, board=None, bar=None)
+    assert sorted(fake.cancelled) == [("queued", True), ("running", True)]
 
 
 def test_merge_pair_folds_adjacent_partials_into_one_partial(tmp_path):

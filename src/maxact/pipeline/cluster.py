@@ -79,6 +79,7 @@ class _Task(NamedTuple):
 
     what: str  # how an error names it
     consumes: list[Path]  # intermediate merge folders it folds in, removed once it has succeeded
+    is_shard: bool  # a shard task (long); else a merge task (short, or failing at once with its input)
 
 
 class ProgressBoard:
@@ -278,7 +279,7 @@ def _run_tree(ray, jobs: list[ShardJob], finished: list[bool], totals: list[int]
             level.append(_Node((i, i + 1), str(job.folder), job.folder))
         else:
             ref = shard_remote.remote(job, source_ref, board)
-            tasks[ref] = _Task(f"shard {i}/{n}", [])
+            tasks[ref] = _Task(f"shard {i}/{n}", [], is_shard=True)
             level.append(_Node((i, i + 1), ref, job.folder))
     while len(level) > 1:
         merged = []
@@ -287,7 +288,7 @@ def _run_tree(ray, jobs: list[ShardJob], finished: list[bool], totals: list[int]
             folder = jobs[0].folder.parent / f"merge-{lo}-{hi}-of-{n}"
             ref = merge_remote.remote(a.result, b.result, str(folder))
             inputs = [node.folder for node in (a, b) if node.shards[1] - node.shards[0] > 1]
-            tasks[ref] = _Task(f"the merge of shards {lo}..{hi - 1}", inputs)
+            tasks[ref] = _Task(f"the merge of shards {lo}..{hi - 1}", inputs, is_shard=False)
             merged.append(_Node((lo, hi), ref, folder))
         level = merged + level[len(level) - len(level) % 2 :]
     bar = tqdm(total=sum(totals), unit="tok", unit_scale=True, desc=f"atlas ({n} shards on Ray)",
@@ -300,8 +301,15 @@ def _run_tree(ray, jobs: list[ShardJob], finished: list[bool], totals: list[int]
 
 
 def _wait(ray, tasks: dict[object, _Task], board, bar) -> None:
-    """Wait for every task, redrawing the bar; the first failure cancels the rest and is raised as
-    one line naming the task."""
+    """Wait for every task, redrawing the bar; the first failure (or Ctrl-C) stops the shards still
+    running and is raised as one line naming the task.
+
+    Only shard tasks not yet done are cancelled. Ray 2.60 aborts the driver process ("Check failed:
+    it != submissible_tasks_.end() Tried to complete task that was not pending", a race between a
+    cancel and the task's reply, of the kind ray-project/ray PR 54798 fixed for retries) when a
+    cancel meets a task's reply in flight. A merge whose input just failed is such a task (Ray pushes
+    it at once, to fail), so merges are left to end by themselves: they fail with their cancelled or
+    failed input, or fold two finished shards, which is harmless."""
     pending = dict(tasks)
     try:
         while pending:
@@ -314,8 +322,11 @@ def _wait(ray, tasks: dict[object, _Task], board, bar) -> None:
             bar.n = ray.get(board.total.remote())
             bar.refresh()
     except BaseException:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        shards = [ref for ref, task in pending.items() if task.is_shard]
+        done = set(ray.wait(shards, num_returns=len(shards), timeout=0)[0]) if shards else set()
+        for ref in shards:
+            if ref not in done:
+                ray.cancel(ref, force=True)
         raise
 
 
