@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from maxact.capture import stream
-from maxact.config import AtlasConfig
+from maxact.config import CHECKPOINT_EVERY_S, AtlasConfig
 from maxact.corpus import TokenSource
 from maxact.dictionaries import ensure_loaded
 from maxact.engine.plan import WindowPlan
@@ -125,7 +125,7 @@ class AtlasRun:
         self.cursor = int(state["cursor"])
 
     # ---- the pass ----------------------------------------------------------------------------
-    def run(self, on_checkpoint: Callable[[dict], None] | None = None, checkpoint_s: float = 120.0,
+    def run(self, on_checkpoint: Callable[[dict], None] | None = None, checkpoint_s: float = CHECKPOINT_EVERY_S,
             progress=True, stop_after_batches: int | None = None,
             on_progress: Callable[[int], None] | None = None) -> None:
         """Run the remaining batches; every ``checkpoint_s`` seconds hand ``state()`` to on_checkpoint.
