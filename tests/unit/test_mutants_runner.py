@@ -365,6 +365,27 @@ def test_a_candidate_with_the_largest_candidate_hash_is_kept():
     assert (arrays["band_positions"] == 3).sum() == 1 and arrays["band_values"][arrays["band_positions"] == 3] == 0.5
 
 
+def test_a_full_band_takes_a_candidate_whose_hash_is_one_below_its_last(monkeypatch):
+    """bands.py `_fold`: a candidate enters a full band when its hash is below the band's largest kept
+    hash, by any margin, also by 1 (the bar keeps every bit of that hash). splitmix64 gives no two
+    positions hashes 1 apart that a test could find, so the hash is replaced by a chosen one: positions
+    0..R-1 hash to the odd 1, 3, .., 2R-1 and position 1000 to 2R-2, just below the last."""
+    from maxact.engine import bands as bands_module
+
+    def chosen_hash(positions: torch.Tensor, seed: int) -> torch.Tensor:
+        return torch.where(positions == 1000, 2 * PER_BAND - 2, 2 * positions + 1)
+
+    monkeypatch.setattr(bands_module, "position_hash", chosen_hash)
+    bands = ActivationBands(1, seed=0)
+    bands.update(Batch(torch.full((1, PER_BAND, 1), 0.5), torch.arange(PER_BAND)[None], None))
+    first = bands.arrays()["band_positions"][0]  # (B, R): one band full
+    assert sorted(first[first >= 0]) == list(range(PER_BAND))
+    bands.update(Batch(torch.full((1, 1, 1), 0.5), torch.tensor([[1000]]), None))
+    kept = bands.arrays()["band_positions"][0]
+    band = int(np.flatnonzero((kept >= 0).any(1))[0])
+    assert list(kept[band]) == [*range(PER_BAND - 1), 1000]  # by increasing hash; position R-1 left
+
+
 def test_bands_without_a_candidate_hold_only_empty_slots():
     seed = 11
     positions = torch.arange(64)
