@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from tiny_models import VOCAB, tiny_loaded, tiny_model
@@ -199,3 +200,14 @@ def simulate_by_coverage(positions, n_tokens, seq, batch, samples, seed):
     rank_per_window = np.where(covers.any(-1), covers.argmax(-1), K)  # (S, B)
     best = rank_per_window.min(1)
     return starts, np.where(best < K, best, -1), rank_per_window.argmin(1)
+
+
+FIVE_SITES = ("resid_pre", "mlp_post", "attn_out", "resid_post", "ln_final")
+
+
+def five_site_atlas(root: Path) -> SimpleNamespace:
+    """The tiny Llama's atlas of 300 tokens (seed 2, k 12) over FIVE_SITES at layers 0 and 1, in
+    root/atlas: the shared subject of the mutant-killing page tests. root, tokens and path."""
+    _, tokens, atlas, _ = build_tiny_atlas(root / "atlas", "llama", n_tokens=300, seed=2, k=12,
+                                           sites=FIVE_SITES, layers=(0, 1))
+    return SimpleNamespace(root=root, tokens=tokens, path=atlas.path)

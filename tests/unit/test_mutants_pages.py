@@ -13,12 +13,11 @@ import gzip
 import json
 import math
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from atlas_helpers import build_tiny_atlas
+from atlas_helpers import FIVE_SITES, five_site_atlas
 
 from maxact.analysis.categories import (
     Labels,
@@ -246,15 +245,12 @@ def test_manifest_parts_take_their_defaults_and_name_what_is_missing():
 
 
 # ---- a tiny atlas and hand-written copies ---------------------------------------------------------
-SITES = ("resid_pre", "mlp_post", "attn_out", "resid_post", "ln_final")
+SITES = FIVE_SITES
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mutants_pages")
-    _, tokens, atlas, _ = build_tiny_atlas(root / "atlas", "llama", n_tokens=300, seed=2, k=12,
-                                           sites=SITES, layers=(0, 1))
-    return SimpleNamespace(root=root, tokens=tokens, path=atlas.path)
+    return five_site_atlas(tmp_path_factory.mktemp("mutants_pages"))
 
 
 def _copy(built, name, arrays=None, min_tuning_count=None, drop=()):

@@ -13,11 +13,15 @@ import json
 import math
 import shutil
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from atlas_helpers import build_tiny_atlas, synthetic_source, tiny_tokens
+from atlas_helpers import (
+    FIVE_SITES,
+    five_site_atlas,
+    synthetic_source,
+    tiny_tokens,
+)
 from tiny_models import tiny_loaded
 
 from maxact.analysis.bands import CONTEXT_AFTER, CONTEXT_BEFORE, activation_bands, position_hash
@@ -35,15 +39,12 @@ from maxact.store import format as F
 from maxact.store.reader import Atlas
 from maxact.units import parse_unit
 
-SITES = ("resid_pre", "mlp_post", "attn_out", "resid_post", "ln_final")
+SITES = FIVE_SITES
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mutants_units")
-    _, tokens, atlas, _ = build_tiny_atlas(root / "atlas", "llama", n_tokens=300, seed=2, k=12,
-                                           sites=SITES, layers=(0, 1))
-    return SimpleNamespace(root=root, tokens=tokens, path=atlas.path)
+    return five_site_atlas(tmp_path_factory.mktemp("mutants_units"))
 
 
 def _copy(built, name, arrays):
